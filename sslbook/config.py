@@ -1,0 +1,93 @@
+"""Profiles: how big a run is, in one named bundle.
+
+- ``smoke``: CI's profile. Every notebook runs end to end in well under a minute on 2 CPU cores;
+  the numbers mean nothing, the code paths are all exercised.
+- ``cpu``: the published book. A few minutes per chapter on 2 CPU cores, with real learning.
+- ``gpu``: full CIFAR-10 and longer training, for a GPU or Colab.
+
+A notebook's ``parameters`` cell holds ``profile = None``; ``None`` means ``$SSLBOOK_PROFILE`` if
+set (so a whole book build can switch profile), else ``"cpu"``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+
+PROFILE_ENV = "SSLBOOK_PROFILE"
+DEFAULT_PROFILE = "cpu"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Sizes and budgets shared by every chapter.
+
+    Attributes:
+        name: ``smoke``, ``cpu`` or ``gpu``.
+        n_train: unlabelled training images for pretraining; their labels train the probes and
+            the supervised baseline.
+        n_test: held-out labelled images every evaluation is measured on.
+        width: backbone width (channels of its first stage).
+        depth: residual blocks per backbone stage.
+        epochs: pretraining epochs.
+        supervised_epochs: epochs of the supervised baseline.
+        batch_size: images per batch (a pretext task may expand each image into several inputs).
+        lr: peak learning rate of SGD.
+        finetune_epochs: epochs of few-label fine-tuning.
+        finetune_labels: labelled images per class used for fine-tuning curves.
+        probe_labels: labelled images per class for label-efficiency curves of the linear probe.
+    """
+
+    name: str
+    n_train: int
+    n_test: int
+    width: int
+    depth: int
+    epochs: int
+    supervised_epochs: int
+    batch_size: int
+    lr: float
+    finetune_epochs: int
+    finetune_labels: tuple[int, ...]
+    probe_labels: tuple[int, ...]
+
+
+PROFILES = {
+    "smoke": Profile(
+        name="smoke", n_train=256, n_test=200, width=8, depth=1, epochs=1, supervised_epochs=1,
+        batch_size=64, lr=0.05, finetune_epochs=2, finetune_labels=(8, 32),
+        probe_labels=(2, 8, 25),
+    ),
+    "cpu": Profile(
+        name="cpu", n_train=5000, n_test=2000, width=16, depth=1, epochs=8, supervised_epochs=8,
+        batch_size=128, lr=0.05, finetune_epochs=8, finetune_labels=(10, 50, 250),
+        probe_labels=(2, 5, 10, 50, 100, 500),
+    ),
+    "gpu": Profile(
+        name="gpu", n_train=50000, n_test=10000, width=64, depth=2, epochs=60,
+        supervised_epochs=60, batch_size=256, lr=0.1, finetune_epochs=30,
+        finetune_labels=(10, 100, 1000, 5000), probe_labels=(1, 10, 100, 1000, 5000),
+    ),
+}  # fmt: skip
+
+
+def get_profile(name: str | None = None, **overrides) -> Profile:
+    """The profile called ``name`` (``None``: ``$SSLBOOK_PROFILE`` or ``"cpu"``), with any
+    field overridden by keyword.
+
+    Raises:
+        ValueError: unknown profile or unknown field, naming the valid ones.
+    """
+    name = name or os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE
+    if name not in PROFILES:
+        source = f" (from ${PROFILE_ENV})" if os.environ.get(PROFILE_ENV) == name else ""
+        raise ValueError(
+            f"unknown profile {name!r}{source}; choose one of: {', '.join(PROFILES)}"
+        )
+    valid = {f.name for f in fields(Profile)} - {"name"}
+    unknown = sorted(set(overrides) - valid)
+    if unknown:
+        raise ValueError(
+            f"unknown profile setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}"
+        )
+    return replace(PROFILES[name], **{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,374 @@
+"""Datasets as uint8 tensors: CIFAR-10, MNIST and a folder of your own images.
+
+Every image is decoded once into a ``(N, C, H, W)`` uint8 tensor. Augmentations and pretext
+transforms then work on whole batches of tensors (see :mod:`sslbook.transforms`), so no
+per-image PIL work sits in the training loop.
+
+Where the data lives is resolved in this order:
+
+1. the ``root`` argument of a loader,
+2. the environment variable ``SSLBOOK_DATA``,
+3. a per-user cache directory (``platformdirs``), where torchvision downloads what is missing.
+
+Inside that root, CIFAR-10 is read from torchvision's own layout (``cifar-10-batches-py``) or from
+PNGs in class folders (``cifar10/{train,test}/<class>/<index>_<class>.png``); MNIST from
+torchvision's layout (``MNIST/raw``).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from platformdirs import user_cache_dir
+
+DATA_ENV = "SSLBOOK_DATA"
+CACHE_ENV = "SSLBOOK_CACHE"
+
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+MNIST_CLASSES = tuple(str(d) for d in range(10))
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A dataset is not on disk and could not be downloaded."""
+
+
+class CorruptImageError(ValueError):
+    """An image file exists but cannot be decoded."""
+
+
+def cache_dir() -> Path:
+    """Per-user cache for downloads, decoded tensors and checkpoints (``$SSLBOOK_CACHE`` wins)."""
+    return Path(os.environ.get(CACHE_ENV) or user_cache_dir("sslbook"))
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """Resolve where datasets live: explicit ``root``, else ``$SSLBOOK_DATA``, else the cache."""
+    if root is not None:
+        return Path(root).expanduser()
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV]).expanduser()
+    return cache_dir() / "data"
+
+
+@dataclass
+class ImageSet:
+    """Images and labels held in memory.
+
+    Attributes:
+        images: ``(N, C, H, W)`` uint8 tensor.
+        labels: ``(N,)`` int64 tensor; ``-1`` marks an unlabelled image.
+        classes: class names, indexed by label.
+        name: a short description used in plots and messages.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: tuple[str, ...]
+    name: str = "images"
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(
+                f"ImageSet.images must be a (N, C, H, W) uint8 tensor, got "
+                f"{tuple(self.images.shape)} {self.images.dtype}"
+            )
+        if len(self.labels) != len(self.images):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: torch.Tensor | slice | Sequence[int]) -> ImageSet:
+        """A subset with the same classes (``index``: indices, mask or slice)."""
+        if not isinstance(index, slice):
+            index = torch.as_tensor(index)
+        return ImageSet(self.images[index], self.labels[index], self.classes, self.name)
+
+    def stratified(self, n: int | None, seed: int = 0) -> ImageSet:
+        """A deterministic class-balanced subset of ``n`` images (all of them when ``None``)."""
+        if n is None or n >= len(self):
+            return self
+        return self[stratified_indices(self.labels, n, seed)]
+
+    def select_classes(self, names: Sequence[str]) -> ImageSet:
+        """Keep only ``names``, relabelled ``0..len(names)-1`` in the order given."""
+        unknown = [c for c in names if c not in self.classes]
+        if unknown:
+            raise ValueError(f"unknown classes {unknown}; this set has {list(self.classes)}")
+        old = torch.tensor([self.classes.index(c) for c in names])
+        keep = torch.isin(self.labels, old)
+        remap = torch.full((len(self.classes),), -1, dtype=torch.long)
+        remap[old] = torch.arange(len(names))
+        return ImageSet(
+            self.images[keep], remap[self.labels[keep]], tuple(names), f"{self.name} {names}"
+        )
+
+
+def stratified_indices(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    """Pick ``n`` indices with (as near as possible) the same count from every class.
+
+    The choice depends only on ``labels``, ``n`` and ``seed``, so every chapter that asks for
+    the same subset gets the same images. Returns sorted indices.
+    """
+    classes = torch.unique(labels)
+    if n < len(classes):
+        raise ValueError(f"asked for {n} images but there are {len(classes)} classes; ask for more")
+    generator = torch.Generator().manual_seed(seed)
+    per_class = [n // len(classes) + (i < n % len(classes)) for i in range(len(classes))]
+    chosen = []
+    for count, c in zip(per_class, classes, strict=True):
+        members = torch.nonzero(labels == c).flatten()
+        if count > len(members):
+            raise ValueError(
+                f"class {int(c)} has only {len(members)} images; cannot take {count} of it"
+            )
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:count]])
+    return torch.cat(chosen).sort().values
+
+
+# --------------------------------------------------------------------------- CIFAR-10
+
+
+def load_cifar10(
+    split: str = "train",
+    n: int | None = None,
+    seed: int = 0,
+    root: str | os.PathLike | None = None,
+    download: bool = True,
+) -> ImageSet:
+    """CIFAR-10 as uint8 tensors, optionally a stratified subset of ``n`` images.
+
+    Images are ordered by their official index in either on-disk layout, so the same ``n`` and
+    ``seed`` give the same images whether they come from PNG folders or from the pickles.
+
+    Args:
+        split: ``"train"`` (50,000 images) or ``"test"`` (10,000).
+        n: number of images (class-balanced), or ``None`` for the whole split.
+        seed: which subset.
+        root: data root (see :func:`data_root`).
+        download: let torchvision download into ``root`` when nothing is found.
+
+    Returns:
+        An :class:`ImageSet` with ``(n, 3, 32, 32)`` images.
+    """
+    _check_split(split)
+    base = data_root(root)
+    png_dir = base / "cifar10" / split
+    pickle_dir = base / "cifar-10-batches-py"
+    if png_dir.is_dir():
+        files, labels = _cifar_png_files(png_dir)
+        index = torch.arange(len(files)) if n is None else stratified_indices(labels, n, seed)
+        images = _decode_pngs([files[i] for i in index.tolist()])
+        return ImageSet(images, labels[index], CIFAR10_CLASSES, f"CIFAR-10 {split}")
+    if not pickle_dir.is_dir() and download:
+        _download("CIFAR-10", base, lambda: _torchvision_cifar(base, split))
+    if not pickle_dir.is_dir():
+        raise _not_found("CIFAR-10", base, [png_dir, pickle_dir], download)
+    images, labels = _cifar_pickles(pickle_dir, split)
+    return ImageSet(images, labels, CIFAR10_CLASSES, f"CIFAR-10 {split}").stratified(n, seed)
+
+
+def _cifar_png_files(split_dir: Path) -> tuple[list[Path], torch.Tensor]:
+    """All PNG paths of one split, in official-index order, with their labels."""
+    entries = []
+    for label, name in enumerate(CIFAR10_CLASSES):
+        class_dir = split_dir / name
+        if not class_dir.is_dir():
+            raise DataNotFoundError(
+                f"{class_dir} is missing: a CIFAR-10 PNG split needs one folder per class "
+                f"({', '.join(CIFAR10_CLASSES)})."
+            )
+        for entry in os.scandir(class_dir):
+            if entry.name.endswith(".png"):
+                entries.append((_official_index(entry.name), label, Path(entry.path)))
+    entries.sort()
+    return [e[2] for e in entries], torch.tensor([e[1] for e in entries])
+
+
+def _official_index(filename: str) -> int:
+    prefix = filename.split("_", 1)[0]
+    return int(prefix) if prefix.isdigit() else -1
+
+
+def _decode_pngs(files: Sequence[Path]) -> torch.Tensor:
+    """Decode image files into one ``(N, 3, H, W)`` uint8 tensor, with threads."""
+    from PIL import Image
+
+    def decode(path: Path) -> np.ndarray:
+        try:
+            with Image.open(path) as image:
+                return np.asarray(image.convert("RGB"))
+        except (OSError, ValueError) as error:
+            raise CorruptImageError(
+                f"{path} is not a readable image ({error}). The copy of the dataset is damaged: "
+                "replace this file (or delete the dataset folder and fetch it again)."
+            ) from None
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        arrays = list(pool.map(decode, files))
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W)
+
+
+def _cifar_pickles(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    images, labels = [], []
+    for name in names:
+        try:
+            with open(folder / name, "rb") as f:
+                batch = pickle.load(f, encoding="latin1")
+        except (OSError, pickle.UnpicklingError, EOFError) as error:
+            raise CorruptImageError(
+                f"{folder / name} cannot be read ({error}); delete {folder} and download again."
+            ) from None
+        images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.extend(batch["labels"])
+    return torch.from_numpy(np.concatenate(images)), torch.tensor(labels)
+
+
+def _torchvision_cifar(base: Path, split: str) -> None:
+    from torchvision.datasets import CIFAR10
+
+    CIFAR10(str(base), train=split == "train", download=True)
+
+
+# --------------------------------------------------------------------------- MNIST
+
+
+def load_mnist(
+    split: str = "train",
+    n: int | None = None,
+    seed: int = 0,
+    root: str | os.PathLike | None = None,
+    download: bool = True,
+) -> ImageSet:
+    """MNIST as a ``(n, 1, 28, 28)`` uint8 :class:`ImageSet` (torchvision's ``MNIST/raw``)."""
+    _check_split(split)
+    base = data_root(root)
+    raw = base / "MNIST" / "raw"
+    prefix = "train" if split == "train" else "t10k"
+    needed = [raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"]
+    if not all(p.exists() for p in needed) and download:
+        _download("MNIST", base, lambda: _torchvision_mnist(base, split))
+    if not all(p.exists() for p in needed):
+        raise _not_found("MNIST", base, [raw], download)
+    images = _read_idx(needed[0]).unsqueeze(1)  # (N, 1, 28, 28)
+    labels = _read_idx(needed[1]).long()
+    return ImageSet(images, labels, MNIST_CLASSES, f"MNIST {split}").stratified(n, seed)
+
+
+def _read_idx(path: Path) -> torch.Tensor:
+    """Read an IDX file (the MNIST format: big-endian header, then uint8 data)."""
+    data = path.read_bytes()
+    if len(data) < 8 or data[2] != 0x08:
+        raise CorruptImageError(f"{path} is not an IDX uint8 file; delete it and download again.")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise CorruptImageError(f"{path} is truncated; delete it and download again.")
+    return torch.from_numpy(body.reshape(shape).copy())
+
+
+def _torchvision_mnist(base: Path, split: str) -> None:
+    from torchvision.datasets import MNIST
+
+    MNIST(str(base), train=split == "train", download=True)
+
+
+# --------------------------------------------------------------------------- your own images
+
+
+def load_image_folder(
+    folder: str | os.PathLike, size: int = 32, n: int | None = None, seed: int = 0
+) -> ImageSet:
+    """Your own photos as an :class:`ImageSet`, centre-cropped to squares of ``size`` pixels.
+
+    Sub-folders become classes (as in ``torchvision.datasets.ImageFolder``); images directly in
+    ``folder`` are unlabelled (label ``-1``). Files that cannot be decoded are skipped with one
+    warning that lists them, so one bad photo never stops a run.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise DataNotFoundError(f"{folder} is not a directory; pass the folder of your images.")
+    files = sorted(
+        p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    )
+    if not files:
+        raise DataNotFoundError(
+            f"{folder} holds no images (looked for {', '.join(IMAGE_SUFFIXES)} in it and its "
+            "sub-folders)."
+        )
+    classes = tuple(sorted({p.parent.name for p in files if p.parent != folder}))
+    images, labels, skipped = [], [], []
+    for path in files:
+        try:
+            with Image.open(path) as image:
+                images.append(_square_resize(image.convert("RGB"), size))
+        except (UnidentifiedImageError, OSError, ValueError):
+            skipped.append(path)
+            continue
+        labels.append(classes.index(path.parent.name) if path.parent != folder else -1)
+    if skipped:
+        listed = "\n  ".join(str(p) for p in skipped)
+        warnings.warn(f"skipped {len(skipped)} unreadable image(s):\n  {listed}", stacklevel=2)
+    if not images:
+        raise CorruptImageError(f"none of the {len(files)} image files in {folder} could be read.")
+    tensor = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    result = ImageSet(tensor, torch.tensor(labels), classes, folder.name)
+    if n is None or n >= len(result):
+        return result
+    if (result.labels < 0).any():
+        order = torch.randperm(len(result), generator=torch.Generator().manual_seed(seed))
+        return result[order[:n].sort().values]
+    return result.stratified(n, seed)
+
+
+def _square_resize(image, size: int) -> np.ndarray:
+    from PIL import Image
+
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    square = image.crop((left, top, left + side, top + side))
+    return np.asarray(square.resize((size, size), Image.Resampling.BICUBIC), dtype=np.uint8)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_split(split: str) -> None:
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+
+
+def _download(dataset: str, base: Path, fetch) -> None:
+    """Try torchvision's download; stay quiet on failure (the caller raises a clear error)."""
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        fetch()
+    except Exception as error:  # no internet, proxy, disk full: all end in the same advice
+        warnings.warn(f"downloading {dataset} into {base} failed: {error}", stacklevel=3)
+
+
+def _not_found(dataset: str, base: Path, searched: list[Path], download: bool) -> Exception:
+    looked = "\n  ".join(str(p) for p in searched)
+    how = "the download failed (are you offline?)" if download else "download=False"
+    return DataNotFoundError(
+        f"{dataset} was not found under {base}; looked in:\n  {looked}\nand {how}.\n"
+        f"Fix: set the environment variable {DATA_ENV} to a folder that holds the dataset "
+        f"(e.g. export {DATA_ENV}=/path/to/data), pass root=..., or run once with internet "
+        "access so torchvision can download it."
+    )

@@ -1,0 +1,287 @@
+"""How good is a representation? The book's evaluation protocol, used by every chapter.
+
+1. Freeze the backbone, extract features of labelled images once.
+2. **Linear probe**: a logistic-regression classifier on those features. Probed at every block,
+   because a pretext task's last layers specialise in the pretext task (RotNet's best CIFAR-10
+   features come from its second block), and the best block is reported.
+3. **k-NN**: classify each test image by its nearest training images in feature space; no
+   training at all, so it measures the geometry of the features directly.
+4. **Fine-tuning** with few labels: the whole network adapts, starting from the learned weights.
+
+Floor and ceiling on the same backbone and split: a randomly initialised (frozen) backbone and a
+backbone trained with all the labels.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sslbook.data import ImageSet, stratified_indices
+from sslbook.models import BLOCK_NAMES, PretextModel
+from sslbook.pretext.base import SupervisedTask
+from sslbook.train import TrainConfig, pick_device, train
+from sslbook.transforms import to_float
+
+
+@torch.no_grad()
+def extract_features(
+    backbone: nn.Module,
+    data: ImageSet | torch.Tensor,
+    blocks: Sequence[str] = BLOCK_NAMES,
+    pool: int = 2,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+) -> dict[str, torch.Tensor]:
+    """Frozen features of every image at every block.
+
+    Each block's map is average-pooled to ``pool x pool`` and flattened, keeping a little spatial
+    layout (a common choice for probing intermediate layers).
+
+    Args:
+        backbone: a :class:`~sslbook.models.ResNet` (anything with ``feature_maps``).
+        data: images (uint8 ``ImageSet`` or ``(N, C, H, W)`` tensor).
+        blocks: which blocks to return.
+        pool: output side of the adaptive average pooling.
+
+    Returns:
+        ``{block: (N, channels * pool * pool)}`` float32 CPU tensors.
+    """
+    images = data.images if isinstance(data, ImageSet) else data
+    device = pick_device(device)
+    was_training = backbone.training
+    backbone.eval().to(device)
+    out: dict[str, list[torch.Tensor]] = {b: [] for b in blocks}
+    for start in range(0, len(images), batch_size):
+        x = to_float(images[start : start + batch_size].to(device))
+        maps = backbone.feature_maps(x)
+        for b in blocks:
+            out[b].append(F.adaptive_avg_pool2d(maps[b].float(), pool).flatten(1).cpu())
+    backbone.train(was_training)
+    return {b: torch.cat(v) for b, v in out.items()}
+
+
+@dataclass
+class ProbeResult:
+    """Test accuracy of a linear probe and the L2 penalty chosen on a validation split."""
+
+    accuracy: float
+    weight_decay: float
+
+
+def linear_probe(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    weight_decays: Sequence[float] = (1e-4, 1e-3, 1e-2),
+    seed: int = 0,
+) -> ProbeResult:
+    """Multinomial logistic regression on frozen features (full-batch L-BFGS).
+
+    Features are standardised with the training statistics. The L2 penalty is picked on a
+    stratified 20 % validation split of the training features, then the probe is refit on all of
+    them. Deterministic for fixed inputs.
+    """
+    mean, std = train_features.mean(0), train_features.std(0) + 1e-6
+    xtr, xte = (train_features - mean) / std, (test_features - mean) / std
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    if len(weight_decays) > 1:
+        val = torch.zeros(len(xtr), dtype=torch.bool)
+        val[stratified_indices(train_labels, max(num_classes, len(xtr) // 5), seed)] = True
+        scores = [
+            _accuracy(_fit_logistic(xtr[~val], train_labels[~val], num_classes, wd),
+                      xtr[val], train_labels[val])
+            for wd in weight_decays
+        ]  # fmt: skip
+        best = weight_decays[max(range(len(scores)), key=scores.__getitem__)]
+    else:
+        best = weight_decays[0]
+    model = _fit_logistic(xtr, train_labels, num_classes, best)
+    return ProbeResult(_accuracy(model, xte, test_labels), best)
+
+
+def _fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float):
+    torch.manual_seed(0)
+    layer = nn.Linear(x.shape[1], num_classes)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    optimizer = torch.optim.LBFGS(
+        layer.parameters(), lr=1, max_iter=200, history_size=10, line_search_fn="strong_wolfe"
+    )
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(layer(x), y) + weight_decay * layer.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return layer
+
+
+@torch.no_grad()
+def _accuracy(layer: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return (layer(x).argmax(1) == y).float().mean().item()
+
+
+@torch.no_grad()
+def knn_accuracy(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    k: int = 20,
+    temperature: float = 0.07,
+) -> float:
+    """Weighted k-nearest-neighbour accuracy with cosine similarity.
+
+    Each of the ``k`` neighbours votes for its class with weight ``exp(similarity / T)``, as in
+    Wu et al. 2018 (arXiv 1805.01978). Features are centred on the training mean first.
+    """
+    mean = train_features.mean(0)
+    train_n = F.normalize(train_features - mean, dim=1)
+    test_n = F.normalize(test_features - mean, dim=1)
+    num_classes = int(train_labels.max()) + 1
+    k = min(k, len(train_n))
+    correct = 0
+    for start in range(0, len(test_n), 1024):
+        sims = test_n[start : start + 1024] @ train_n.T  # (b, N_train)
+        top_sims, top_idx = sims.topk(k, dim=1)  # (b, k)
+        votes = torch.zeros(len(sims), num_classes)
+        votes.scatter_add_(1, train_labels[top_idx], (top_sims / temperature).exp())
+        correct += (votes.argmax(1) == test_labels[start : start + 1024]).sum().item()
+    return correct / len(test_n)
+
+
+@dataclass
+class Evaluation:
+    """Linear-probe and k-NN accuracy of one backbone, per block and at the best block."""
+
+    linear: dict[str, float]
+    knn: dict[str, float]
+
+    @property
+    def best_block(self) -> str:
+        """The block whose linear probe scores highest."""
+        return max(self.linear, key=self.linear.get)
+
+    @property
+    def linear_probe(self) -> float:
+        return self.linear[self.best_block]
+
+    @property
+    def knn_accuracy(self) -> float:
+        return self.knn[self.best_block]
+
+    def summary(self) -> dict:
+        return {
+            "linear_probe": self.linear_probe,
+            "knn": self.knn_accuracy,
+            "best_block": self.best_block,
+            "linear_probe_per_block": dict(self.linear),
+            "knn_per_block": dict(self.knn),
+        }
+
+
+def evaluate_backbone(
+    backbone: nn.Module, train_set: ImageSet, test_set: ImageSet, seed: int = 0
+) -> Evaluation:
+    """Linear probe and k-NN at every block of a frozen backbone (train on ``train_set``'s
+    labels, test on ``test_set``)."""
+    train_features = extract_features(backbone, train_set)
+    test_features = extract_features(backbone, test_set)
+    linear, knn = {}, {}
+    for block in train_features:
+        args = (train_features[block], train_set.labels, test_features[block], test_set.labels)
+        linear[block] = linear_probe(*args, seed=seed).accuracy
+        knn[block] = knn_accuracy(*args)
+    return Evaluation(linear, knn)
+
+
+def label_efficiency(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    labels_per_class: Sequence[int],
+    seed: int = 0,
+) -> list[float]:
+    """Linear-probe accuracy when only ``n`` labelled images per class are available, for each
+    ``n`` in ``labels_per_class``."""
+    num_classes = int(train_labels.max()) + 1
+    accuracies = []
+    for n in labels_per_class:
+        index = stratified_indices(train_labels, n * num_classes, seed)
+        accuracies.append(
+            linear_probe(train_features[index], train_labels[index], test_features, test_labels,
+                         weight_decays=(1e-2,)).accuracy
+        )  # fmt: skip
+    return accuracies
+
+
+def train_supervised(
+    backbone: nn.Module,
+    train_set: ImageSet,
+    config: TrainConfig,
+    checkpoint=None,
+    progress: bool = True,
+):
+    """Train ``backbone`` plus a linear classifier on all of ``train_set``'s labels (the ceiling
+    baseline). Returns ``(classifier, history)``; ``backbone`` is trained in place."""
+    task = SupervisedTask(len(train_set.classes))
+    model = PretextModel(backbone, task.build_head(backbone.feature_dim))
+    history = train(model, train_set, task, config, checkpoint=checkpoint, progress=progress)
+    return model, history
+
+
+@dataclass
+class FineTuneResult:
+    """Test accuracy after every epoch of fine-tuning."""
+
+    epoch_accuracy: list[float]
+
+    @property
+    def accuracy(self) -> float:
+        return self.epoch_accuracy[-1]
+
+
+def fine_tune(
+    backbone: nn.Module,
+    train_set: ImageSet,
+    test_set: ImageSet,
+    config: TrainConfig,
+    progress: bool = False,
+) -> FineTuneResult:
+    """Fine-tune a copy of ``backbone`` with a new linear head on ``train_set``, all layers
+    trainable, measuring test accuracy after every epoch. ``backbone`` itself is untouched."""
+    config = replace(config, batch_size=min(config.batch_size, len(train_set)))
+    task = SupervisedTask(len(train_set.classes))
+    net = copy.deepcopy(backbone)
+    model = PretextModel(net, task.build_head(net.feature_dim))
+    accuracies: list[float] = []
+
+    def record_test_accuracy(model: nn.Module, epoch: int) -> None:
+        accuracies.append(classify_accuracy(model, test_set))
+
+    train(model, train_set, task, config, progress=progress, on_epoch_end=record_test_accuracy)
+    return FineTuneResult(accuracies)
+
+
+@torch.no_grad()
+def classify_accuracy(model: nn.Module, data: ImageSet, batch_size: int = 256) -> float:
+    """Accuracy of a classifier ``model`` (images → logits) on labelled ``data``."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for start in range(0, len(data), batch_size):
+        x = to_float(data.images[start : start + batch_size].to(device))
+        correct += (model(x).argmax(1).cpu() == data.labels[start : start + batch_size]).sum()
+    model.train(was_training)
+    return correct.item() / len(data)

@@ -1,0 +1,152 @@
+"""The book's figures: image grids made from real data, training curves and comparisons.
+
+Every function draws into a new matplotlib figure and returns it, so a notebook cell shows it and
+a reader can restyle or save it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from sslbook.train import History
+from sslbook.transforms import to_float
+
+#: One colour per method, the same in every chapter.
+METHOD_COLORS = {"random init": "#9e9e9e", "supervised": "#37474f"}
+_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
+
+
+def color_of(method: str, index: int = 0) -> str:
+    """Stable colour for a method name."""
+    return METHOD_COLORS.get(method, _PALETTE[index % len(_PALETTE)])
+
+
+def _as_numpy_image(image: torch.Tensor) -> np.ndarray:
+    """``(C, H, W)`` uint8 or [0, 1] float → ``(H, W, C)`` or ``(H, W)`` float array."""
+    image = to_float(image.detach().cpu()).clamp(0, 1)
+    array = image.permute(1, 2, 0).numpy()
+    return array[..., 0] if array.shape[-1] == 1 else array
+
+
+def show_images(
+    images: torch.Tensor | Sequence[torch.Tensor],
+    titles: Sequence[str] | None = None,
+    ncols: int = 8,
+    size: float = 1.3,
+    suptitle: str | None = None,
+    title_colors: Sequence[str] | None = None,
+):
+    """A grid of images ``(N, C, H, W)`` (uint8 or float in [0, 1]) with optional titles."""
+    n = len(images)
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows * 1.15),
+                             squeeze=False)  # fmt: skip
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        ax.imshow(_as_numpy_image(images[i]), cmap="gray", vmin=0, vmax=1)
+        if titles is not None:
+            color = title_colors[i] if title_colors is not None else "black"
+            ax.set_title(titles[i], fontsize=8, color=color)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def show_pretext_pairs(
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    target_names: Sequence[str],
+    ncols: int = 8,
+    suptitle: str | None = None,
+):
+    """The network's inputs titled with their pretext labels: exactly what it is trained on."""
+    titles = [target_names[int(t)] for t in targets]
+    return show_images(inputs, titles, ncols=ncols, suptitle=suptitle)
+
+
+def plot_history(history: History, metric_name: str = "accuracy", title: str | None = None):
+    """Loss per step (with a running mean) and the per-epoch metric."""
+    has_metric = bool(history.epoch_metric)
+    fig, axes = plt.subplots(1, 1 + has_metric, figsize=(5 * (1 + has_metric), 3.2),
+                             squeeze=False)  # fmt: skip
+    losses = np.asarray(history.step_loss)
+    axes[0, 0].plot(losses, alpha=0.3, color="#1f77b4", label="step")
+    window = max(1, len(losses) // 20)
+    if len(losses) >= window:
+        smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+        axes[0, 0].plot(np.arange(window - 1, len(losses)), smooth, color="#1f77b4",
+                        label=f"mean of {window}")  # fmt: skip
+    axes[0, 0].set(xlabel="step", ylabel="loss", title="training loss")
+    axes[0, 0].legend()
+    if has_metric:
+        epochs = np.arange(1, len(history.epoch_metric) + 1)
+        axes[0, 1].plot(epochs, history.epoch_metric, marker="o")
+        axes[0, 1].set(xlabel="epoch", ylabel=metric_name, title=f"{metric_name} (training)")
+        axes[0, 1].set_ylim(0, 1)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_probe_comparison(
+    results: Mapping[str, Mapping[str, float]],
+    metrics: Sequence[str] = ("linear_probe", "knn"),
+    chance: float | None = None,
+    title: str = "Frozen features on the test set",
+):
+    """Grouped bars: one group per metric, one bar per method (``{method: {metric: acc}}``)."""
+    methods = list(results)
+    width = 0.8 / len(methods)
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(metrics) * len(methods) / 2, 3.4))
+    for i, method in enumerate(methods):
+        xs = np.arange(len(metrics)) + (i - (len(methods) - 1) / 2) * width
+        values = [results[method][m] for m in metrics]
+        bars = ax.bar(xs, values, width, label=method, color=color_of(method, i))
+        ax.bar_label(bars, labels=[f"{v:.1%}" for v in values], fontsize=8, padding=2)
+    if chance is not None:
+        ax.axhline(chance, color="black", linestyle=":", linewidth=1, label="chance")
+    ax.set_xticks(np.arange(len(metrics)), [m.replace("_", " ") for m in metrics])
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, min(1.0, max(max(r[m] for m in metrics) for r in results.values()) + 0.15))
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_curves(
+    curves: Mapping[str, Sequence[float]],
+    xs: Sequence[float],
+    xlabel: str,
+    ylabel: str = "test accuracy",
+    title: str | None = None,
+    log_x: bool = False,
+    chance: float | None = None,
+    ax=None,
+):
+    """Several methods' accuracy against a shared x axis (labels per class, epochs, ...)."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+    else:
+        fig = ax.figure
+    for i, (method, ys) in enumerate(curves.items()):
+        ax.plot(xs, ys, marker="o", label=method, color=color_of(method, i))
+    if chance is not None:
+        ax.axhline(chance, color="black", linestyle=":", linewidth=1, label="chance")
+    if log_x:
+        ax.set_xscale("log")
+        ax.set_xticks(list(xs), [str(x) for x in xs])
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.legend(frameon=False)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,105 @@
+"""Machine-readable chapter summaries, read later by the comparison chapter.
+
+Every technique notebook ends with :func:`write_summary`, producing
+``<results dir>/<technique>-<profile>-seed<seed>.json``. The results directory is
+``$SSLBOOK_RESULTS`` if set, else ``_build/results`` at the root of the book (the folder holding
+``_config.yml``), else a ``results`` folder in the user cache.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from sslbook.data import cache_dir
+
+RESULTS_ENV = "SSLBOOK_RESULTS"
+REQUIRED_KEYS = (
+    "technique", "profile", "seed", "pretext_metric", "linear_probe", "knn",
+    "random_init", "supervised", "pretrain_seconds", "images_per_second",
+)  # fmt: skip
+
+
+def book_root(start: Path | None = None) -> Path | None:
+    """The nearest folder at or above ``start`` (default: cwd) that holds ``_config.yml``."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "_config.yml").exists():
+            return folder
+    return None
+
+
+def results_dir() -> Path:
+    """Where summaries are written (see the module docstring)."""
+    if os.environ.get(RESULTS_ENV):
+        return Path(os.environ[RESULTS_ENV])
+    root = book_root()
+    return root / "_build" / "results" if root else cache_dir() / "results"
+
+
+def code_version() -> str:
+    """The package version, plus the git commit when run from a checkout."""
+    from sslbook import __version__
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{__version__}+{commit}" if commit else __version__
+
+
+def write_summary(summary: dict, directory: str | os.PathLike | None = None) -> Path:
+    """Validate and atomically write a chapter's summary as JSON; returns the file's path.
+
+    ``summary`` must hold :data:`REQUIRED_KEYS`; accuracies must be in [0, 1]. The code version,
+    device and time are added.
+
+    Raises:
+        ValueError: a key is missing or a value is not a finite number where one is expected.
+    """
+    missing = [k for k in REQUIRED_KEYS if k not in summary]
+    if missing:
+        raise ValueError(f"summary lacks {missing}; it needs all of {list(REQUIRED_KEYS)}")
+    for key in ("linear_probe", "knn"):
+        value = summary[key]
+        if not (isinstance(value, float | int) and 0.0 <= value <= 1.0):
+            raise ValueError(f"summary[{key!r}] must be an accuracy in [0, 1], got {value!r}")
+    full = {
+        **summary,
+        "code_version": code_version(),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    folder = Path(directory) if directory is not None else results_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{summary['technique']}-{summary['profile']}-seed{summary['seed']}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(full, indent=2, default=_jsonable) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_summaries(directory: str | os.PathLike | None = None) -> list[dict]:
+    """Every summary in the results directory, sorted by file name."""
+    folder = Path(directory) if directory is not None else results_dir()
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
+def _jsonable(value):
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")

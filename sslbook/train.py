@@ -1,0 +1,286 @@
+"""One training loop for every chapter.
+
+The loop knows nothing about the method: it draws batches of images, lets the task turn them into
+``(inputs, targets)``, and minimises the task's loss. Around that it does the chores once, for all
+chapters: device choice, seeding, mixed precision where it pays, channels-last memory, a progress
+bar, a learning-rate schedule, NaN detection, and checkpoints that resume.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from sslbook.checkpoint import load_checkpoint, save_checkpoint
+from sslbook.data import ImageSet
+from sslbook.transforms import random_crop_flip, to_float
+
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss became NaN or infinite."""
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` if given, else the fastest available: CUDA, then Apple's MPS, then the CPU."""
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AMX or AVX-512-BF16).
+
+    Without these instructions, PyTorch emulates bf16 and autocast makes training slower, not
+    faster (on an AVX2-only CPU, ~10x slower: see ``benchmarks/throughput.py``).
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def pick_precision(device: torch.device, precision: str = "auto") -> str:
+    """Resolve ``"auto"`` into ``"fp32"``, ``"bf16"`` or ``"fp16"`` for this device.
+
+    CUDA: bf16 where supported, else fp16 with loss scaling. CPU: bf16 only with native support.
+    MPS: fp32 (autocast there is still patchy).
+    """
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu" and cpu_has_fast_bf16():
+        return "bf16"
+    return "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context for ``precision`` (a no-op for fp32)."""
+    if precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 (seeds libraries that use the global state)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class History:
+    """What happened during training, for plots and summaries.
+
+    Attributes:
+        step_loss: loss of every optimisation step.
+        epoch_loss: mean loss of every epoch.
+        epoch_metric: the task's metric (e.g. pretext accuracy) averaged over every epoch.
+        seconds: wall time spent training (excluding any loaded from a checkpoint).
+        images_seen: source images drawn (a pretext task may turn one image into several inputs).
+        inputs_seen: network inputs processed.
+    """
+
+    step_loss: list[float] = field(default_factory=list)
+    epoch_loss: list[float] = field(default_factory=list)
+    epoch_metric: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    images_seen: int = 0
+    inputs_seen: int = 0
+
+    @property
+    def images_per_second(self) -> float:
+        """Source images per second of training."""
+        return self.images_seen / self.seconds if self.seconds else float("nan")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings (SGD with Nesterov momentum, linear warm-up, cosine decay)."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    warmup_fraction: float = 0.05
+    seed: int = 0
+    precision: str = "auto"
+
+
+def learning_rate(step: int, total_steps: int, config: TrainConfig) -> float:
+    """Linear warm-up to ``config.lr``, then cosine decay to zero."""
+    warmup = max(1, int(config.warmup_fraction * total_steps))
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def train(
+    model: nn.Module,
+    data: ImageSet,
+    task,
+    config: TrainConfig | None = None,
+    *,
+    augment: Augment | None = random_crop_flip,
+    device: str | torch.device | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    progress: bool = True,
+    parameters: list[nn.Parameter] | None = None,
+    on_epoch_end: Callable[[nn.Module, int], None] | None = None,
+) -> History:
+    """Train ``model`` on ``task`` over the images of ``data``.
+
+    Args:
+        model: maps ``inputs`` to ``outputs`` for ``task.loss`` (e.g. a ``PretextModel``).
+        data: training images (uint8); labels are only handed to the task, which may ignore them.
+        task: anything with ``make_batch(images, labels, generator)``, ``loss(outputs,
+            targets)``, ``metric`` (or ``None``), ``name`` and ``on_epoch_start`` (or ``None``).
+        config: optimisation settings; defaults to :class:`TrainConfig`.
+        augment: batched augmentation applied to float images before the task sees them.
+        device: where to train; chosen automatically when ``None``.
+        checkpoint: file to save after each epoch; if it exists, training resumes from it (or
+            returns at once when it already holds all epochs).
+        progress: show a progress bar with loss and images/s.
+        parameters: the parameters to optimise (default: all of ``model``'s).
+        on_epoch_end: called as ``on_epoch_end(model, epoch)`` after every epoch (e.g. to
+            measure test accuracy); the model is back in train mode afterwards.
+
+    Returns:
+        The :class:`History`; ``model`` is trained in place and left in eval mode on ``device``.
+
+    Raises:
+        ValueError: the dataset is smaller than one batch.
+        TrainingDivergedError: the loss became NaN or infinite.
+    """
+    config = config or TrainConfig()
+    if len(data) < config.batch_size:
+        raise ValueError(
+            f"{len(data)} images cannot fill one batch of {config.batch_size}: use more images "
+            "or a smaller batch_size."
+        )
+    device = pick_device(device)
+    precision = pick_precision(device, config.precision)
+    seed_everything(config.seed)
+    model.to(device)
+    if device.type != "mps":
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(
+        parameters if parameters is not None else model.parameters(),
+        lr=config.lr,
+        momentum=config.momentum,
+        nesterov=True,
+        weight_decay=config.weight_decay,
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    steps_per_epoch = len(data) // config.batch_size
+    total_steps = steps_per_epoch * config.epochs
+    history, start_epoch = History(), 0
+    train_config = asdict(config) | {"task": task.name}
+    if checkpoint is not None and Path(checkpoint).exists():
+        state = load_checkpoint(
+            checkpoint, expect={"model_config": _model_config(model), "train_config": train_config}
+        )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history = History(**state["history"])
+        start_epoch = state["epoch"]
+        if progress and start_epoch:
+            print(f"loaded {checkpoint} ({start_epoch}/{config.epochs} epochs done)")
+
+    bar = tqdm(
+        total=total_steps, initial=start_epoch * steps_per_epoch, disable=not progress,
+        desc=task.name, unit="step", mininterval=1.0,
+    )  # fmt: skip
+    for epoch in range(start_epoch, config.epochs):
+        # One generator per epoch, seeded by (seed, epoch): resuming replays exactly.
+        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        if task.on_epoch_start is not None:
+            task.on_epoch_start(model, data, epoch)
+        model.train()
+        started, losses, metrics = time.perf_counter(), [], []
+        order = torch.randperm(len(data), generator=generator)
+        for i in range(steps_per_epoch):
+            index = order[i * config.batch_size : (i + 1) * config.batch_size]
+            images = to_float(data.images[index].to(device, non_blocking=True))  # (B, C, H, W)
+            if augment is not None:
+                images = augment(images, generator)
+            inputs, targets = task.make_batch(images, data.labels[index].to(device), generator)
+            if inputs.dim() == 4 and device.type != "mps":
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            step = epoch * steps_per_epoch + i
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, total_steps, config)
+            with autocast(device, precision):
+                outputs = model(inputs)
+                loss = task.loss(outputs, targets)
+            if not torch.isfinite(loss):
+                bar.close()
+                raise TrainingDivergedError(
+                    f"{task.name}: loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}. "
+                    f"Lower the learning rate (now {config.lr}) or check the inputs for NaNs."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            losses.append(loss.item())
+            if task.metric is not None:
+                metrics.append(task.metric(outputs.detach().float(), targets))
+            history.images_seen += len(index)
+            history.inputs_seen += len(inputs)
+            elapsed = history.seconds + time.perf_counter() - started
+            bar.set_postfix(
+                epoch=f"{epoch + 1}/{config.epochs}", loss=f"{losses[-1]:.3f}",
+                img_s=f"{history.images_seen / max(elapsed, 1e-9):.0f}", refresh=False,
+            )  # fmt: skip
+            bar.update()
+        history.seconds += time.perf_counter() - started
+        history.step_loss.extend(losses)
+        history.epoch_loss.append(float(np.mean(losses)))
+        if metrics:
+            history.epoch_metric.append(float(np.mean(metrics)))
+        if on_epoch_end is not None:
+            on_epoch_end(model, epoch)
+            model.train()
+        if checkpoint is not None:
+            save_checkpoint(
+                checkpoint,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch + 1,
+                    "history": asdict(history),
+                    "model_config": _model_config(model),
+                    "train_config": train_config,
+                },
+            )
+    bar.close()
+    model.eval()
+    return history
+
+
+def _model_config(model: nn.Module) -> dict:
+    return model.config() if hasattr(model, "config") else {"class": type(model).__name__}

@@ -1,0 +1,48 @@
+"""Shared fixtures: real data from $SSLBOOK_DATA (or ../shared/data beside the checkout)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import sslbook as sb
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _default_data() -> Path | None:
+    if os.environ.get("SSLBOOK_DATA"):
+        return Path(os.environ["SSLBOOK_DATA"])
+    beside = REPO.parent / "shared" / "data"
+    return beside if beside.is_dir() else None
+
+
+DATA = _default_data()
+needs_data = pytest.mark.skipif(
+    DATA is None or not (DATA / "cifar10").is_dir() and not (DATA / "cifar-10-batches-py").is_dir(),
+    reason="CIFAR-10 not found: set SSLBOOK_DATA",
+)
+
+
+@pytest.fixture(autouse=True)
+def _isolate(tmp_path_factory, monkeypatch):
+    """Never touch the user's cache or results; keep tests single-threaded-deterministic."""
+    monkeypatch.setenv("SSLBOOK_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("SSLBOOK_RESULTS", str(tmp_path_factory.getbasetemp() / "results"))
+    if DATA is not None:
+        monkeypatch.setenv("SSLBOOK_DATA", str(DATA))
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def cifar_small() -> tuple[sb.ImageSet, sb.ImageSet]:
+    """500 training and 500 test images of real CIFAR-10, class-balanced."""
+    if DATA is None:
+        pytest.skip("CIFAR-10 not found: set SSLBOOK_DATA")
+    return (
+        sb.load_cifar10("train", n=500, seed=0, root=DATA),
+        sb.load_cifar10("test", n=500, seed=0, root=DATA),
+    )

@@ -1,0 +1,145 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import sslbook as sb
+from sslbook.data import (
+    CIFAR10_CLASSES,
+    CorruptImageError,
+    DataNotFoundError,
+    data_root,
+    stratified_indices,
+)
+
+from .conftest import DATA, needs_data
+
+
+def test_root_resolution_order(tmp_path, monkeypatch):
+    monkeypatch.setenv("SSLBOOK_DATA", str(tmp_path / "env"))
+    assert data_root(tmp_path / "arg") == tmp_path / "arg"
+    assert data_root() == tmp_path / "env"
+    monkeypatch.delenv("SSLBOOK_DATA")
+    monkeypatch.setenv("SSLBOOK_CACHE", str(tmp_path / "cache"))
+    assert data_root() == tmp_path / "cache" / "data"
+
+
+def test_missing_data_offline_error_names_dataset_dirs_and_fix(tmp_path):
+    with pytest.raises(DataNotFoundError) as error:
+        sb.load_cifar10("train", root=tmp_path, download=False)
+    message = str(error.value)
+    assert "CIFAR-10" in message
+    assert str(tmp_path / "cifar10" / "train") in message
+    assert str(tmp_path / "cifar-10-batches-py") in message
+    assert "SSLBOOK_DATA" in message
+    with pytest.raises(DataNotFoundError, match="MNIST"):
+        sb.load_mnist("test", root=tmp_path, download=False)
+
+
+def test_unknown_split_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="'train' or 'test'"):
+        sb.load_cifar10("val", root=tmp_path)
+
+
+def test_stratified_indices_are_balanced_deterministic_and_seeded():
+    labels = torch.arange(10).repeat(100)
+    a = stratified_indices(labels, 50, seed=1)
+    assert torch.equal(a, stratified_indices(labels, 50, seed=1))
+    assert not torch.equal(a, stratified_indices(labels, 50, seed=2))
+    assert torch.bincount(labels[a]).tolist() == [5] * 10
+    assert len(set(a.tolist())) == 50
+    with pytest.raises(ValueError, match="classes"):
+        stratified_indices(labels, 5)
+
+
+def _write_png_cifar(root, per_class=3, corrupt=False):
+    for split in ("train", "test"):
+        for c, name in enumerate(CIFAR10_CLASSES):
+            folder = root / "cifar10" / split / name
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                index = c * per_class + i
+                pixels = np.full((32, 32, 3), index, dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{index}_{name}.png")
+    if corrupt:
+        (root / "cifar10" / "train" / "cat" / "999_cat.png").write_bytes(b"not a png")
+
+
+def test_png_layout_is_read_in_official_order(tmp_path):
+    _write_png_cifar(tmp_path)
+    train = sb.load_cifar10("train", root=tmp_path)
+    assert train.images.shape == (30, 3, 32, 32) and train.images.dtype == torch.uint8
+    # pixel value == official index, so official order means increasing values
+    assert train.images[:, 0, 0, 0].tolist() == list(range(30))
+    assert train.labels.tolist() == [i // 3 for i in range(30)]
+    assert train.classes == CIFAR10_CLASSES
+
+
+def test_pickle_layout_matches_png_layout(tmp_path):
+    _write_png_cifar(tmp_path / "png")
+    folder = tmp_path / "pkl" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    pixels = np.repeat(np.arange(30, dtype=np.uint8), 3 * 32 * 32).reshape(30, -1)
+    labels = [i // 3 for i in range(30)]
+    for k in range(1, 6):
+        rows = slice((k - 1) * 6, k * 6)
+        batch = {"data": pixels[rows], "labels": labels[rows]}
+        (folder / f"data_batch_{k}").write_bytes(pickle.dumps(batch))
+    a = sb.load_cifar10("train", n=20, seed=3, root=tmp_path / "png")
+    b = sb.load_cifar10("train", n=20, seed=3, root=tmp_path / "pkl")
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+
+
+def test_corrupt_png_is_a_clear_error(tmp_path):
+    _write_png_cifar(tmp_path, corrupt=True)
+    with pytest.raises(CorruptImageError, match="999_cat.png"):
+        sb.load_cifar10("train", root=tmp_path)
+
+
+@needs_data
+def test_real_cifar_subset_is_stratified_and_deterministic():
+    a = sb.load_cifar10("train", n=100, seed=0)
+    b = sb.load_cifar10("train", n=100, seed=0)
+    assert a.images.shape == (100, 3, 32, 32)
+    assert torch.equal(a.images, b.images)
+    assert torch.bincount(a.labels).tolist() == [10] * 10
+    assert a.images.float().std() > 20  # real photos, not blank
+
+
+@needs_data
+def test_real_mnist():
+    if not (DATA / "MNIST" / "raw").is_dir():
+        pytest.skip("MNIST not present")
+    test = sb.load_mnist("test")
+    assert test.images.shape == (10000, 1, 28, 28)
+    assert int(test.labels[0]) == 7
+
+
+def test_select_classes_relabels():
+    images = torch.zeros(6, 3, 4, 4, dtype=torch.uint8)
+    s = sb.ImageSet(images, torch.tensor([0, 3, 5, 3, 5, 1]), CIFAR10_CLASSES)
+    cd = s.select_classes(["cat", "dog"])
+    assert cd.labels.tolist() == [0, 1, 0, 1]
+    assert cd.classes == ("cat", "dog")
+    with pytest.raises(ValueError, match="unknown classes"):
+        s.select_classes(["unicorn"])
+
+
+def test_image_folder_skips_unreadable_files_with_a_warning(tmp_path):
+    for name in ("beach", "forest"):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(tmp_path / name / f"{i}.jpg")
+    (tmp_path / "forest" / "broken.jpg").write_bytes(b"nope")
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        images = sb.load_image_folder(tmp_path, size=16)
+    assert images.images.shape == (4, 3, 16, 16)
+    assert images.classes == ("beach", "forest")
+    assert images.labels.tolist() == [0, 0, 1, 1]
+
+
+def test_image_folder_empty_is_an_error(tmp_path):
+    with pytest.raises(DataNotFoundError, match="holds no images"):
+        sb.load_image_folder(tmp_path)

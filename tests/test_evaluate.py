@@ -1,0 +1,67 @@
+import torch
+
+import sslbook as sb
+from sslbook.evaluate import (
+    evaluate_backbone,
+    extract_features,
+    fine_tune,
+    knn_accuracy,
+    label_efficiency,
+    linear_probe,
+)
+from sslbook.models import PretextModel
+from sslbook.pretext import rotation
+from sslbook.train import TrainConfig, train
+
+
+def _blobs(n=200, d=8, classes=4, seed=0):
+    centres = torch.randn(classes, d, generator=torch.Generator().manual_seed(42)) * 3
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(classes).repeat(n // classes)
+    return centres[labels] + torch.randn(len(labels), d, generator=g), labels
+
+
+def test_probes_solve_separable_data_and_fail_on_noise():
+    x, y = _blobs()
+    xt, yt = _blobs(seed=1)
+    assert linear_probe(x, y, xt, yt).accuracy > 0.95
+    assert knn_accuracy(x, y, xt, yt) > 0.95
+    noise = torch.randn_like(x)
+    assert linear_probe(noise, y, torch.randn_like(xt), yt).accuracy < 0.5
+
+
+def test_feature_extraction_shapes():
+    net = sb.build_backbone(width=8, depth=1)
+    features = extract_features(net, torch.zeros(5, 3, 32, 32, dtype=torch.uint8))
+    assert {k: tuple(v.shape) for k, v in features.items()} == {
+        "block1": (5, 32), "block2": (5, 64), "block3": (5, 128)
+    }
+
+
+def test_probe_after_short_pretraining_beats_chance(cifar_small):
+    train_set, test_set = cifar_small
+    backbone = sb.build_backbone(width=8, depth=1)
+    model = PretextModel(backbone, rotation.build_head(backbone.feature_dim))
+    train(model, train_set, rotation.task, TrainConfig(epochs=2, batch_size=64), progress=False)
+    result = evaluate_backbone(backbone, train_set, test_set)
+    assert result.linear_probe > 0.2  # chance is 0.1
+    assert result.knn_accuracy > 0.15
+    assert result.best_block in ("block1", "block2", "block3")
+
+
+def test_label_efficiency_grows_with_labels():
+    x, y = _blobs(n=400, d=16)
+    xt, yt = _blobs(d=16, seed=1)
+    curve = label_efficiency(x + 2 * torch.randn_like(x), y, xt, yt, [1, 50])
+    assert curve[1] >= curve[0]
+
+
+def test_fine_tune_reports_every_epoch_and_leaves_backbone_untouched(cifar_small):
+    train_set, test_set = cifar_small
+    backbone = sb.build_backbone(width=8, depth=1)
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    result = fine_tune(backbone, train_set[:100], test_set[:100], TrainConfig(epochs=2))
+    assert len(result.epoch_accuracy) == 2
+    assert all(0 <= a <= 1 for a in result.epoch_accuracy)
+    for k, v in backbone.state_dict().items():
+        assert torch.equal(v, before[k])

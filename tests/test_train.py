@@ -1,0 +1,112 @@
+import math
+
+import pytest
+import torch
+
+import sslbook as sb
+from sslbook.checkpoint import CheckpointError
+from sslbook.models import PretextModel
+from sslbook.pretext import rotation
+from sslbook.train import TrainConfig, TrainingDivergedError, pick_precision, train
+
+
+def _model(width=8):
+    backbone = sb.build_backbone(width=width, depth=1)
+    return PretextModel(backbone, rotation.build_head(backbone.feature_dim))
+
+
+def test_training_reduces_rotation_loss_on_real_images(cifar_small):
+    train_set, _ = cifar_small
+    history = train(
+        _model(), train_set, rotation.task,
+        TrainConfig(epochs=4, batch_size=32, lr=0.1), progress=False,
+    )
+    assert len(history.epoch_loss) == 4
+    assert history.epoch_loss[-1] < history.epoch_loss[0] - 0.05
+    assert history.epoch_loss[0] < math.log(4) + 0.3
+    assert history.images_seen == 4 * (len(train_set) // 32) * 32
+    assert history.inputs_seen == 4 * history.images_seen
+    assert history.images_per_second > 0
+
+
+def test_same_seed_same_weights(cifar_small):
+    train_set, _ = cifar_small
+    small = train_set[:128]
+    config = TrainConfig(epochs=1, batch_size=32, seed=3)
+    a, b = _model(), _model()
+    b.load_state_dict(a.state_dict())
+    ha = train(a, small, rotation.task, config, progress=False)
+    hb = train(b, small, rotation.task, config, progress=False)
+    assert ha.step_loss == pytest.approx(hb.step_loss, rel=1e-5)
+
+
+def test_dataset_smaller_than_batch_is_a_clear_error():
+    tiny = sb.ImageSet(torch.zeros(10, 3, 8, 8, dtype=torch.uint8), torch.zeros(10).long(), ("a",))
+    with pytest.raises(ValueError, match="cannot fill one batch of 32"):
+        train(_model(), tiny, rotation.task, TrainConfig(batch_size=32), progress=False)
+
+
+def test_nan_loss_stops_with_a_clear_error(cifar_small):
+    train_set, _ = cifar_small
+    model = _model()
+    with torch.no_grad():
+        model.head.weight.fill_(float("nan"))
+    with pytest.raises(TrainingDivergedError, match="learning rate"):
+        train(model, train_set[:64], rotation.task, TrainConfig(batch_size=32), progress=False)
+
+
+def test_checkpoint_round_trip_and_resume(tmp_path, cifar_small):
+    train_set, _ = cifar_small
+    data = train_set[:128]
+    path = tmp_path / "rot.pt"
+    config = TrainConfig(epochs=2, batch_size=32)
+    full = _model()
+    initial = {k: v.clone() for k, v in full.state_dict().items()}
+    reference = train(full, data, rotation.task, config, progress=False)
+
+    # the first epoch only, then resume to two: same result as training straight through
+    resumed = _model()
+    resumed.load_state_dict(initial)
+    train(resumed, data, rotation.task, TrainConfig(epochs=1, batch_size=32), progress=False)
+    partial = _model()
+    partial.load_state_dict(initial)
+    history = train(partial, data, rotation.task, config, checkpoint=path, progress=False)
+    assert history.step_loss == pytest.approx(reference.step_loss, rel=1e-4)
+
+    # a finished checkpoint is loaded, not retrained
+    again = _model()
+    loaded = train(again, data, rotation.task, config, checkpoint=path, progress=False)
+    assert loaded.step_loss == history.step_loss
+    for key, value in partial.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[key], value)
+
+
+def test_checkpoint_from_another_model_is_rejected(tmp_path, cifar_small):
+    train_set, _ = cifar_small
+    path = tmp_path / "rot.pt"
+    config = TrainConfig(epochs=1, batch_size=32)
+    train(_model(8), train_set[:64], rotation.task, config, checkpoint=path, progress=False)
+    with pytest.raises(CheckpointError, match="different model config"):
+        train(_model(16), train_set[:64], rotation.task, config, checkpoint=path, progress=False)
+
+
+def test_corrupt_checkpoint_is_rejected(tmp_path):
+    path = tmp_path / "broken.pt"
+    path.write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match="delete it"):
+        sb.load_checkpoint(path)
+
+
+def test_checkpoint_write_is_atomic(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    sb.save_checkpoint(path, {"x": torch.ones(2)})
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]  # no temp file left behind
+    assert torch.equal(sb.load_checkpoint(path)["x"], torch.ones(2))
+
+
+def test_precision_choice():
+    cpu = torch.device("cpu")
+    assert pick_precision(cpu, "fp32") == "fp32"
+    assert pick_precision(cpu, "auto") in ("fp32", "bf16")
+    with pytest.raises(ValueError, match="precision"):
+        pick_precision(cpu, "fp8")
