@@ -13,12 +13,12 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not pip-installed
     __version__ = "0.0.0"
 
-from sslbook import data, evaluate, models, pretext, plot, results, transforms  # noqa: E402
-from sslbook.checkpoint import CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
-from sslbook.config import PROFILES, Profile, get_profile  # noqa: E402
-from sslbook.data import ImageSet, load_cifar10, load_image_folder, load_mnist  # noqa: E402
-from sslbook.models import PretextModel, build_backbone  # noqa: E402
-from sslbook.train import History, TrainConfig, pick_device, train  # noqa: E402
+from sslbook import data, evaluate, models, plot, pretext, results, transforms
+from sslbook.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from sslbook.config import PROFILES, Profile, get_profile
+from sslbook.data import ImageSet, load_cifar10, load_image_folder, load_mnist
+from sslbook.models import PretextModel, build_backbone
+from sslbook.train import History, TrainConfig, pick_device, train
 
 __all__ = [
     "PROFILES", "CheckpointError", "History", "ImageSet", "PretextModel", "Profile",

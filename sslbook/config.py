@@ -81,9 +81,7 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
     name = name or os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE
     if name not in PROFILES:
         source = f" (from ${PROFILE_ENV})" if os.environ.get(PROFILE_ENV) == name else ""
-        raise ValueError(
-            f"unknown profile {name!r}{source}; choose one of: {', '.join(PROFILES)}"
-        )
+        raise ValueError(f"unknown profile {name!r}{source}; choose one of: {', '.join(PROFILES)}")
     valid = {f.name for f in fields(Profile)} - {"name"}
     unknown = sorted(set(overrides) - valid)
     if unknown:

@@ -90,8 +90,10 @@ class ResNet(nn.Module):
         self.stage_channels = dict(zip(BLOCK_NAMES, channels, strict=True))
         stages, previous = [], width
         for i, out in enumerate(channels):
-            blocks = [BasicBlock(previous if j == 0 else out, out, 2 if (i and not j) else 1)
-                      for j in range(depth)]
+            blocks = [
+                BasicBlock(previous if j == 0 else out, out, 2 if (i and not j) else 1)
+                for j in range(depth)
+            ]
             stages.append(nn.Sequential(*blocks))
             previous = out
         self.stages = nn.ModuleList(stages)

@@ -94,7 +94,7 @@ def test_pickle_layout_matches_png_layout(tmp_path):
 
 def test_corrupt_png_is_a_clear_error(tmp_path):
     _write_png_cifar(tmp_path, corrupt=True)
-    with pytest.raises(CorruptImageError, match="999_cat.png"):
+    with pytest.raises(CorruptImageError, match=r"999_cat\.png"):
         sb.load_cifar10("train", root=tmp_path)
 
 

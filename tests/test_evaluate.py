@@ -34,7 +34,9 @@ def test_feature_extraction_shapes():
     net = sb.build_backbone(width=8, depth=1)
     features = extract_features(net, torch.zeros(5, 3, 32, 32, dtype=torch.uint8))
     assert {k: tuple(v.shape) for k, v in features.items()} == {
-        "block1": (5, 32), "block2": (5, 64), "block3": (5, 128)
+        "block1": (5, 32),
+        "block2": (5, 64),
+        "block3": (5, 128),
     }
 
 

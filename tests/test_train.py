@@ -18,8 +18,11 @@ def _model(width=8):
 def test_training_reduces_rotation_loss_on_real_images(cifar_small):
     train_set, _ = cifar_small
     history = train(
-        _model(), train_set, rotation.task,
-        TrainConfig(epochs=4, batch_size=32, lr=0.1), progress=False,
+        _model(),
+        train_set,
+        rotation.task,
+        TrainConfig(epochs=4, batch_size=32, lr=0.1),
+        progress=False,
     )
     assert len(history.epoch_loss) == 4
     assert history.epoch_loss[-1] < history.epoch_loss[0] - 0.05
