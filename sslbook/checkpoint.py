@@ -7,6 +7,8 @@ code from a pickle) and checks that the checkpoint was written by the same kind 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import pickle
 import tempfile
@@ -70,3 +72,18 @@ def load_checkpoint(path: str | os.PathLike, expect: dict | None = None) -> dict
                 "Delete the file to train again, or point checkpoint= at another path."
             )
     return state
+
+
+def default_path(name: str, **settings) -> Path:
+    """Where a chapter keeps a model: ``<cache>/checkpoints/<name>-<hash of settings>.pt``.
+
+    The hash covers every setting passed (profile, seed, ...) and the package version, so a
+    changed setting trains a new model instead of loading a stale one. ``$SSLBOOK_CACHE`` moves
+    the cache; delete the folder to retrain everything.
+    """
+    from sslbook import __version__
+    from sslbook.data import cache_dir
+
+    blob = json.dumps({**settings, "version": __version__}, sort_keys=True, default=repr)
+    digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return cache_dir() / "checkpoints" / f"{name}-{digest}.pt"

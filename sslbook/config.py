@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields, replace
 
+from sslbook.train import TrainConfig
+
 PROFILE_ENV = "SSLBOOK_PROFILE"
 DEFAULT_PROFILE = "cpu"
 
@@ -51,16 +53,29 @@ class Profile:
     finetune_labels: tuple[int, ...]
     probe_labels: tuple[int, ...]
 
+    def train_config(self, seed: int = 0, **overrides) -> TrainConfig:
+        """Pretraining settings of this profile (any :class:`TrainConfig` field overridable)."""
+        base = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=seed)
+        return replace(base, **overrides)
+
+    def supervised_config(self, seed: int = 0) -> TrainConfig:
+        """Settings of the supervised baseline."""
+        return self.train_config(seed, epochs=self.supervised_epochs)
+
+    def finetune_config(self, seed: int = 0) -> TrainConfig:
+        """Settings for few-label fine-tuning (small batches: there are few images)."""
+        return self.train_config(seed, epochs=self.finetune_epochs, batch_size=32, lr=0.02)
+
 
 PROFILES = {
     "smoke": Profile(
         name="smoke", n_train=256, n_test=200, width=8, depth=1, epochs=1, supervised_epochs=1,
-        batch_size=64, lr=0.05, finetune_epochs=2, finetune_labels=(8, 32),
-        probe_labels=(2, 8, 25),
+        batch_size=64, lr=0.05, finetune_epochs=2, finetune_labels=(5, 10),
+        probe_labels=(2, 5, 20),
     ),
     "cpu": Profile(
         name="cpu", n_train=5000, n_test=2000, width=16, depth=1, epochs=8, supervised_epochs=8,
-        batch_size=128, lr=0.05, finetune_epochs=8, finetune_labels=(10, 50, 250),
+        batch_size=128, lr=0.05, finetune_epochs=15, finetune_labels=(10, 50, 250),
         probe_labels=(2, 5, 10, 50, 100, 500),
     ),
     "gpu": Profile(

@@ -147,6 +147,7 @@ def load_cifar10(
     seed: int = 0,
     root: str | os.PathLike | None = None,
     download: bool = True,
+    classes: Sequence[str] | None = None,
 ) -> ImageSet:
     """CIFAR-10 as uint8 tensors, optionally a stratified subset of ``n`` images.
 
@@ -159,6 +160,8 @@ def load_cifar10(
         seed: which subset.
         root: data root (see :func:`data_root`).
         download: let torchvision download into ``root`` when nothing is found.
+        classes: keep only these classes, relabelled ``0..len(classes)-1`` (only their images
+            are decoded).
 
     Returns:
         An :class:`ImageSet` with ``(n, 3, 32, 32)`` images.
@@ -169,15 +172,30 @@ def load_cifar10(
     pickle_dir = base / "cifar-10-batches-py"
     if png_dir.is_dir():
         files, labels = _cifar_png_files(png_dir)
-        index = torch.arange(len(files)) if n is None else stratified_indices(labels, n, seed)
-        images = _decode_pngs([files[i] for i in index.tolist()])
-        return ImageSet(images, labels[index], CIFAR10_CLASSES, f"CIFAR-10 {split}")
+        keep = torch.arange(len(files))
+        if classes is not None:
+            keep = torch.nonzero(torch.isin(labels, _class_ids(classes))).flatten()
+        if n is not None and n < len(keep):
+            keep = keep[stratified_indices(labels[keep], n, seed)]
+        images = _decode_pngs([files[i] for i in keep.tolist()])
+        result = ImageSet(images, labels[keep], CIFAR10_CLASSES, f"CIFAR-10 {split}")
+        return result if classes is None else result.select_classes(classes)
     if not pickle_dir.is_dir() and download:
         _download("CIFAR-10", base, lambda: _torchvision_cifar(base, split))
     if not pickle_dir.is_dir():
         raise _not_found("CIFAR-10", base, [png_dir, pickle_dir], download)
     images, labels = _cifar_pickles(pickle_dir, split)
-    return ImageSet(images, labels, CIFAR10_CLASSES, f"CIFAR-10 {split}").stratified(n, seed)
+    result = ImageSet(images, labels, CIFAR10_CLASSES, f"CIFAR-10 {split}")
+    if classes is not None:
+        result = result.select_classes(classes)
+    return result.stratified(n, seed)
+
+
+def _class_ids(classes: Sequence[str]) -> torch.Tensor:
+    unknown = [c for c in classes if c not in CIFAR10_CLASSES]
+    if unknown:
+        raise ValueError(f"unknown CIFAR-10 classes {unknown}; valid: {list(CIFAR10_CLASSES)}")
+    return torch.tensor([CIFAR10_CLASSES.index(c) for c in classes])
 
 
 def _cifar_png_files(split_dir: Path) -> tuple[list[Path], torch.Tensor]:

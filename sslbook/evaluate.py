@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sslbook.checkpoint import default_path
 from sslbook.data import ImageSet, stratified_indices
-from sslbook.models import BLOCK_NAMES, PretextModel
+from sslbook.models import BLOCK_NAMES, PretextModel, build_backbone
 from sslbook.pretext.base import SupervisedTask
 from sslbook.train import TrainConfig, pick_device, train
 from sslbook.transforms import to_float
@@ -285,3 +286,63 @@ def classify_accuracy(model: nn.Module, data: ImageSet, batch_size: int = 256) -
         correct += (model(x).argmax(1).cpu() == data.labels[start : start + batch_size]).sum()
     model.train(was_training)
     return correct.item() / len(data)
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Softmax outputs of ``model`` for ``inputs`` ``(N, ...)``: ``(N, classes)`` on the CPU."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    probs = [
+        model(to_float(inputs[i : i + batch_size]).to(device)).float().softmax(-1).cpu()
+        for i in range(0, len(inputs), batch_size)
+    ]
+    model.train(was_training)
+    return torch.cat(probs)
+
+
+def baseline_backbones(
+    profile, train_set: ImageSet, seed: int = 0, progress: bool = True
+) -> dict[str, nn.Module]:
+    """The floor and the ceiling of every chapter, on the same backbone and images.
+
+    ``"random init"``: the backbone exactly as initialised with ``seed`` (what every method starts
+    from), never trained. ``"supervised"``: the same initial network trained with all labels of
+    ``train_set`` for ``profile.supervised_epochs``; it is checkpointed, so later chapters reuse it.
+    """
+    random_init = build_backbone(profile.width, profile.depth, seed=seed)
+    supervised = build_backbone(profile.width, profile.depth, seed=seed)
+    config = profile.supervised_config(seed)
+    path = default_path("supervised", profile=profile, seed=seed, n=len(train_set))
+    train_supervised(supervised, train_set, config, checkpoint=path, progress=progress)
+    return {"random init": random_init.eval(), "supervised": supervised.eval()}
+
+
+def compare_backbones(
+    backbones: dict[str, nn.Module], train_set: ImageSet, test_set: ImageSet, seed: int = 0
+) -> dict[str, Evaluation]:
+    """:func:`evaluate_backbone` for each named backbone, on the same split."""
+    return {
+        name: evaluate_backbone(net, train_set, test_set, seed) for name, net in backbones.items()
+    }
+
+
+def fine_tune_curves(
+    backbones: dict[str, nn.Module],
+    train_set: ImageSet,
+    test_set: ImageSet,
+    labels_per_class: Sequence[int],
+    config: TrainConfig,
+) -> dict[str, list[FineTuneResult]]:
+    """Fine-tune each backbone with ``n`` labelled images per class, for each ``n``.
+
+    The labelled images are the same for every backbone (a stratified subset of ``train_set``
+    chosen by ``config.seed``), so curves differ only by initialisation.
+    """
+    num_classes = len(train_set.classes)
+    subsets = [train_set.stratified(n * num_classes, config.seed) for n in labels_per_class]
+    return {
+        name: [fine_tune(net, subset, test_set, config) for subset in subsets]
+        for name, net in backbones.items()
+    }

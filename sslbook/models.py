@@ -120,9 +120,19 @@ class ResNet(nn.Module):
         return x.mean(dim=(-2, -1))  # (B, 4w): global average pool
 
 
-def build_backbone(width: int = 16, depth: int = 2, in_channels: int = 3) -> ResNet:
-    """The book's backbone (see :class:`ResNet`)."""
-    return ResNet(width=width, depth=depth, in_channels=in_channels)
+def build_backbone(
+    width: int = 16, depth: int = 2, in_channels: int = 3, seed: int | None = None
+) -> ResNet:
+    """The book's backbone (see :class:`ResNet`).
+
+    With ``seed``, the initial weights depend only on it: every method of a chapter (pretext,
+    random init, supervised) then starts from the very same network.
+    """
+    if seed is None:
+        return ResNet(width=width, depth=depth, in_channels=in_channels)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return ResNet(width=width, depth=depth, in_channels=in_channels)
 
 
 def linear_head(feature_dim: int, num_outputs: int) -> nn.Module:
