@@ -328,6 +328,23 @@ def compare_backbones(
     }
 
 
+def report(evaluations: dict[str, Evaluation]) -> None:
+    """Print each backbone's best linear probe, k-NN and per-block probe accuracy."""
+    for name, e in evaluations.items():
+        blocks = "  ".join(f"{b} {acc:.1%}" for b, acc in e.linear.items())
+        print(
+            f"{name:12s} linear probe {e.linear_probe:.1%} (best: {e.best_block}), "
+            f"k-NN {e.knn_accuracy:.1%}   | linear probe per block: {blocks}"
+        )
+
+
+def as_table(evaluations: dict[str, Evaluation]) -> dict[str, dict[str, float]]:
+    """``{name: {"linear_probe": ..., "knn": ...}}``, as ``plot.plot_probe_comparison`` takes."""
+    return {
+        n: {"linear_probe": e.linear_probe, "knn": e.knn_accuracy} for n, e in evaluations.items()
+    }
+
+
 def fine_tune_curves(
     backbones: dict[str, nn.Module],
     train_set: ImageSet,

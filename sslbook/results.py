@@ -103,3 +103,42 @@ def _jsonable(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def chapter_summary(
+    technique: str,
+    profile,
+    seed: int,
+    pretext_metric: tuple[str, float],
+    evaluations: dict,
+    history,
+    method: str | None = None,
+    **extra,
+) -> dict:
+    """The summary every chapter writes, built from its evaluations.
+
+    Args:
+        technique: chapter name (file name of the summary).
+        profile: the :class:`~sslbook.config.Profile` used.
+        seed: the run's seed.
+        pretext_metric: ``(name, value)`` of the pretext task's own score on held-out data.
+        evaluations: ``{name: Evaluation}`` with ``"random init"``, ``"supervised"`` and the
+            method (``method``, default ``technique``).
+        history: the pretraining :class:`~sslbook.train.History`.
+        **extra: chapter-specific entries (JSON-serialisable).
+    """
+    learned = evaluations[method or technique]
+    return {
+        "technique": technique,
+        "profile": profile.name,
+        "seed": seed,
+        "pretext_metric": {"name": pretext_metric[0], "value": float(pretext_metric[1])},
+        **learned.summary(),
+        "random_init": evaluations["random init"].summary(),
+        "supervised": evaluations["supervised"].summary(),
+        "pretrain_seconds": history.seconds,
+        "images_per_second": history.images_per_second,
+        "n_train": profile.n_train,
+        "n_test": profile.n_test,
+        **extra,
+    }
