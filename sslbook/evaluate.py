@@ -257,10 +257,14 @@ def fine_tune(
     train_set: ImageSet,
     test_set: ImageSet,
     config: TrainConfig,
+    backbone_lr_scale: float = 1.0,
     progress: bool = False,
 ) -> FineTuneResult:
     """Fine-tune a copy of ``backbone`` with a new linear head on ``train_set``, all layers
-    trainable, measuring test accuracy after every epoch. ``backbone`` itself is untouched."""
+    trainable, measuring test accuracy after every epoch. ``backbone`` itself is untouched.
+
+    ``backbone_lr_scale`` < 1 lets the backbone move more slowly than the new head, the usual
+    way to keep pretrained features from being overwritten by a few noisy labelled batches."""
     config = replace(config, batch_size=min(config.batch_size, len(train_set)))
     task = SupervisedTask(len(train_set.classes))
     net = copy.deepcopy(backbone)
@@ -270,7 +274,12 @@ def fine_tune(
     def record_test_accuracy(model: nn.Module, epoch: int) -> None:
         accuracies.append(classify_accuracy(model, test_set))
 
-    train(model, train_set, task, config, progress=progress, on_epoch_end=record_test_accuracy)
+    groups = [
+        {"params": list(net.parameters()), "lr_scale": backbone_lr_scale},
+        {"params": list(model.head.parameters())},
+    ]
+    train(model, train_set, task, config, progress=progress, parameters=groups,
+          on_epoch_end=record_test_accuracy)  # fmt: skip
     return FineTuneResult(accuracies)
 
 
@@ -351,6 +360,7 @@ def fine_tune_curves(
     test_set: ImageSet,
     labels_per_class: Sequence[int],
     config: TrainConfig,
+    backbone_lr_scale: float = 1.0,
 ) -> dict[str, list[FineTuneResult]]:
     """Fine-tune each backbone with ``n`` labelled images per class, for each ``n``.
 
@@ -360,6 +370,6 @@ def fine_tune_curves(
     num_classes = len(train_set.classes)
     subsets = [train_set.stratified(n * num_classes, config.seed) for n in labels_per_class]
     return {
-        name: [fine_tune(net, subset, test_set, config) for subset in subsets]
+        name: [fine_tune(net, subset, test_set, config, backbone_lr_scale) for subset in subsets]
         for name, net in backbones.items()
     }

@@ -148,7 +148,7 @@ def train(
     device: str | torch.device | None = None,
     checkpoint: str | os.PathLike | None = None,
     progress: bool = True,
-    parameters: list[nn.Parameter] | None = None,
+    parameters: list | None = None,
     on_epoch_end: Callable[[nn.Module, int], None] | None = None,
 ) -> History:
     """Train ``model`` on ``task`` over the images of ``data``.
@@ -164,7 +164,9 @@ def train(
         checkpoint: file to save after each epoch; if it exists, training resumes from it (or
             returns at once when it already holds all epochs).
         progress: show a progress bar with loss and images/s.
-        parameters: the parameters to optimise (default: all of ``model``'s).
+        parameters: what to optimise (default: all of ``model``'s parameters). Either parameters
+            or optimizer parameter groups; a group's ``lr_scale`` multiplies the scheduled
+            learning rate (e.g. a pretrained backbone fine-tuned more gently than a new head).
         on_epoch_end: called as ``on_epoch_end(model, epoch)`` after every epoch (e.g. to
             measure test accuracy); the model is back in train mode afterwards.
 
@@ -232,7 +234,7 @@ def train(
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             step = epoch * steps_per_epoch + i
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, total_steps, config)
+                group["lr"] = learning_rate(step, total_steps, config) * group.get("lr_scale", 1)
             with autocast(device, precision):
                 outputs = model(inputs)
                 loss = task.loss(outputs, targets)
