@@ -74,8 +74,8 @@ PROFILES = {
         probe_labels=(2, 5, 20),
     ),
     "cpu": Profile(
-        name="cpu", n_train=5000, n_test=2000, width=16, depth=1, epochs=8, supervised_epochs=8,
-        batch_size=128, lr=0.05, finetune_epochs=15, finetune_labels=(10, 50, 250),
+        name="cpu", n_train=5000, n_test=2000, width=16, depth=1, epochs=10, supervised_epochs=10,
+        batch_size=128, lr=0.05, finetune_epochs=12, finetune_labels=(50, 250, 500),
         probe_labels=(2, 5, 10, 50, 100, 500),
     ),
     "gpu": Profile(
