@@ -113,3 +113,26 @@ def test_precision_choice():
     assert pick_precision(cpu, "auto") in ("fp32", "bf16")
     with pytest.raises(ValueError, match="precision"):
         pick_precision(cpu, "fp8")
+
+
+def test_parameter_groups_scale_the_learning_rate(cifar_small):
+    train_set, _ = cifar_small
+    model = _model()
+    frozen = {k: v.clone() for k, v in model.backbone.state_dict().items() if "weight" in k}
+    groups = [
+        {"params": list(model.backbone.parameters()), "lr_scale": 0.0},
+        {"params": list(model.head.parameters())},
+    ]
+    head_before = model.head.weight.clone()
+    config = TrainConfig(epochs=1, batch_size=32, weight_decay=0.0)
+    train(model, train_set[:64], rotation.task, config, parameters=groups, progress=False)
+    for key, value in frozen.items():
+        if "bn" not in key:  # conv weights: lr 0 means no update
+            assert torch.equal(model.backbone.state_dict()[key], value), key
+    assert not torch.equal(model.head.weight, head_before)
+
+
+def test_allocator_setting_is_idempotent():
+    from sslbook.train import keep_freed_memory
+
+    assert keep_freed_memory() == keep_freed_memory()
