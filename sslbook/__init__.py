@@ -18,11 +18,11 @@ from sslbook.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from sslbook.config import PROFILES, Profile, get_profile
 from sslbook.data import ImageSet, load_cifar10, load_image_folder, load_mnist
 from sslbook.models import PretextModel, build_backbone
-from sslbook.train import History, TrainConfig, pick_device, train
+from sslbook.train import History, TrainConfig, pick_device, seed_everything, train
 
 __all__ = [
     "PROFILES", "CheckpointError", "History", "ImageSet", "PretextModel", "Profile",
     "TrainConfig", "__version__", "build_backbone", "data", "evaluate", "get_profile",
     "load_checkpoint", "load_cifar10", "load_image_folder", "load_mnist", "models", "pick_device",
-    "plot", "pretext", "results", "save_checkpoint", "train", "transforms",
+    "plot", "pretext", "results", "save_checkpoint", "seed_everything", "train", "transforms",
 ]  # fmt: skip
