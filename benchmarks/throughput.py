@@ -20,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import sslbook as sb
 from sslbook.models import PretextModel
 from sslbook.pretext import rotation
-from sslbook.train import autocast, pick_precision
+from sslbook.train import autocast, cpu_has_fast_bf16, keep_freed_memory, pick_precision
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048) -> float:
@@ -84,9 +84,10 @@ def main() -> None:
     args = parser.parse_args()
     profile = sb.get_profile(args.profile)
     device = sb.pick_device()
+    keep_freed_memory()  # as the training loop does
     auto = pick_precision(device, "auto")
     print(f"device: {device}, threads: {torch.get_num_threads()}, torch {torch.__version__}")
-    print(f"CPU has native bf16: {sb.train.cpu_has_fast_bf16()}; 'auto' precision -> {auto}")
+    print(f"CPU has native bf16: {cpu_has_fast_bf16()}; 'auto' precision -> {auto}")
 
     peaks = {"fp32": matmul_peak(device, torch.float32)}
     peaks["bf16"] = matmul_peak(device, torch.bfloat16, size=2048 if device.type == "cuda" else 512)
