@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -193,6 +194,14 @@ def feature_matching_loss(
         real_maps = discriminator.feature_maps(real)
     losses = [F.mse_loss(fake_maps[k], real_maps[k]) for k in fake_maps]
     return torch.stack(losses).mean()
+
+
+def vgg_weights_cached() -> bool:
+    """Whether torchvision's VGG16 ImageNet weights are already on disk (nothing is downloaded)."""
+    from torchvision.models import VGG16_Weights
+
+    name = VGG16_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+    return (Path(torch.hub.get_dir()) / "checkpoints" / name).exists()
 
 
 def vgg_content_loss(layer: int = 9) -> ContentLoss:

@@ -103,8 +103,14 @@ def make_pretext_batch(
     if kind == "central":
         masks = central_mask(h).expand(b, h, w)
     else:
-        masks = random_block_masks(b, h, generator)
-    masks = masks.to(images.device)
+        masks = random_block_masks(b, h, generator)  # (B, H, W)
+    return apply_masks(images, masks)
+
+
+def apply_masks(images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(inputs, targets)`` pair of :func:`make_pretext_batch` for given holes: ``masks``
+    ``(B, H, W)`` or one ``(H, W)`` mask for the whole batch, ``True`` in the hole."""
+    masks = masks.to(images.device).expand(images.shape[0], *images.shape[-2:])
     targets = torch.cat([images, masks[:, None].to(images.dtype)], dim=1)  # (B, C+1, H, W)
     return corrupt(images, masks), targets
 
