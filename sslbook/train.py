@@ -4,6 +4,10 @@ The loop knows nothing about the method: it draws batches of images, lets the ta
 ``(inputs, targets)``, and minimises the task's loss. Around that it does the chores once, for all
 chapters: device choice, seeding, mixed precision where it pays, channels-last memory, a progress
 bar, a learning-rate schedule, NaN detection, and checkpoints that resume.
+
+For the GAN chapters the loop takes an optional ``adversary`` (see :mod:`sslbook.adversarial`):
+every step it first trains the adversary's discriminator on the detached outputs, with its own
+optimiser, then adds the adversary's generator loss to the task's loss.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -125,6 +130,9 @@ class History:
         seconds: wall time spent training (excluding any loaded from a checkpoint).
         images_seen: source images drawn (a pretext task may turn one image into several inputs).
         inputs_seen: network inputs processed.
+        step_adversary_loss: the discriminator's loss at every step (GAN training only).
+        step_adversary_accuracy: the discriminator's real/fake accuracy at every step.
+        epoch_adversary_accuracy: its mean over every epoch.
     """
 
     step_loss: list[float] = field(default_factory=list)
@@ -133,6 +141,9 @@ class History:
     seconds: float = 0.0
     images_seen: int = 0
     inputs_seen: int = 0
+    step_adversary_loss: list[float] = field(default_factory=list)
+    step_adversary_accuracy: list[float] = field(default_factory=list)
+    epoch_adversary_accuracy: list[float] = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float:
@@ -142,7 +153,11 @@ class History:
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings (SGD with Nesterov momentum, linear warm-up, cosine decay)."""
+    """Optimisation settings (SGD with Nesterov momentum, linear warm-up, cosine decay).
+
+    ``optimizer="adam"`` (AdamW, ``momentum`` unused) suits pixel-regression objectives such as
+    the generators of the reconstruction chapters, whose small losses SGD follows badly.
+    """
 
     epochs: int = 10
     batch_size: int = 128
@@ -152,6 +167,7 @@ class TrainConfig:
     warmup_fraction: float = 0.05
     seed: int = 0
     precision: str = "auto"
+    optimizer: str = "sgd"
 
 
 def learning_rate(step: int, total_steps: int, config: TrainConfig) -> float:
@@ -175,6 +191,7 @@ def train(
     progress: bool = True,
     parameters: list | None = None,
     on_epoch_end: Callable[[nn.Module, int], None] | None = None,
+    adversary: nn.Module | None = None,
 ) -> History:
     """Train ``model`` on ``task`` over the images of ``data``.
 
@@ -194,13 +211,17 @@ def train(
             learning rate (e.g. a pretrained backbone fine-tuned more gently than a new head).
         on_epoch_end: called as ``on_epoch_end(model, epoch)`` after every epoch (e.g. to
             measure test accuracy); the model is back in train mode afterwards.
+        adversary: optional GAN opponent with ``discriminator_step_loss(outputs, targets) ->
+            (loss, accuracy)``, ``generator_loss(outputs, targets)``, ``make_optimizer()``,
+            ``lr``, ``config()`` and ``check(history) -> str | None`` (a warning to raise), e.g.
+            :class:`sslbook.adversarial.Adversary`. Its learning rate follows the same schedule.
 
     Returns:
         The :class:`History`; ``model`` is trained in place and left in eval mode on ``device``.
 
     Raises:
         ValueError: the dataset is smaller than one batch.
-        TrainingDivergedError: the loss became NaN or infinite.
+        TrainingDivergedError: the loss (or the adversary's loss) became NaN or infinite.
     """
     config = config or TrainConfig()
     if len(data) < config.batch_size:
@@ -215,24 +236,30 @@ def train(
     model.to(device)
     if device.type != "mps":
         model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(
-        parameters if parameters is not None else model.parameters(),
-        lr=config.lr,
-        momentum=config.momentum,
-        nesterov=True,
-        weight_decay=config.weight_decay,
+    optimizer = _make_optimizer(
+        parameters if parameters is not None else model.parameters(), config
     )
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     steps_per_epoch = len(data) // config.batch_size
     total_steps = steps_per_epoch * config.epochs
     history, start_epoch = History(), 0
     train_config = asdict(config) | {"task": task.name}
+    if config.optimizer == "sgd":
+        del train_config["optimizer"]  # the default: checkpoints from before the option still load
+    if adversary is not None:
+        adversary.to(device)
+        adversary_optimizer = adversary.make_optimizer()
+        adversary_scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        train_config["adversary"] = adversary.config()
     if checkpoint is not None and Path(checkpoint).exists():
         state = load_checkpoint(
             checkpoint, expect={"model_config": _model_config(model), "train_config": train_config}
         )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if adversary is not None:
+            adversary.load_state_dict(state["adversary"])
+            adversary_optimizer.load_state_dict(state["adversary_optimizer"])
         history = History(**state["history"])
         start_epoch = state["epoch"]
         if progress and start_epoch:
@@ -248,7 +275,9 @@ def train(
         if task.on_epoch_start is not None:
             task.on_epoch_start(model, data, epoch)
         model.train()
-        started, losses, metrics = time.perf_counter(), [], []
+        if adversary is not None:
+            adversary.train()
+        started, losses, metrics, adversary_accuracy = time.perf_counter(), [], [], []
         order = torch.randperm(len(data), generator=generator)
         for i in range(steps_per_epoch):
             index = order[i * config.batch_size : (i + 1) * config.batch_size]
@@ -259,11 +288,30 @@ def train(
             if inputs.dim() == 4 and device.type != "mps":
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             step = epoch * steps_per_epoch + i
+            lr = learning_rate(step, total_steps, config)
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, total_steps, config) * group.get("lr_scale", 1)
+                group["lr"] = lr * group.get("lr_scale", 1)
             with autocast(device, precision):
                 outputs = model(inputs)
                 loss = task.loss(outputs, targets)
+            if adversary is not None:
+                for group in adversary_optimizer.param_groups:
+                    group["lr"] = adversary.lr * lr / config.lr
+                adversary_loss, accuracy = _adversary_step(
+                    adversary, adversary_optimizer, adversary_scaler, outputs.detach(), targets,
+                    device, precision,
+                )  # fmt: skip
+                if not math.isfinite(adversary_loss):
+                    bar.close()
+                    raise TrainingDivergedError(
+                        f"{task.name}: the discriminator's loss became {adversary_loss} at epoch "
+                        f"{epoch + 1}, step {i + 1}. Lower its learning rate (now {adversary.lr})."
+                    )
+                history.step_adversary_loss.append(adversary_loss)
+                adversary_accuracy.append(accuracy)
+                adversary.requires_grad_(False)  # the generator step leaves it untouched
+                with autocast(device, precision):
+                    loss = loss + adversary.generator_loss(outputs, targets)
             if not torch.isfinite(loss):
                 bar.close()
                 raise TrainingDivergedError(
@@ -274,6 +322,8 @@ def train(
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            if adversary is not None:
+                adversary.requires_grad_(True)
             losses.append(loss.item())
             if task.metric is not None:
                 metrics.append(task.metric(outputs.detach().float(), targets))
@@ -283,6 +333,7 @@ def train(
             bar.set_postfix(
                 epoch=f"{epoch + 1}/{config.epochs}", loss=f"{losses[-1]:.3f}",
                 img_s=f"{history.images_seen / max(elapsed, 1e-9):.0f}", refresh=False,
+                **({"d_acc": f"{adversary_accuracy[-1]:.2f}"} if adversary_accuracy else {}),
             )  # fmt: skip
             bar.update()
         history.seconds += time.perf_counter() - started
@@ -290,6 +341,9 @@ def train(
         history.epoch_loss.append(float(np.mean(losses)))
         if metrics:
             history.epoch_metric.append(float(np.mean(metrics)))
+        if adversary_accuracy:
+            history.step_adversary_accuracy.extend(adversary_accuracy)
+            history.epoch_adversary_accuracy.append(float(np.mean(adversary_accuracy)))
         if on_epoch_end is not None:
             on_epoch_end(model, epoch)
             model.train()
@@ -303,11 +357,47 @@ def train(
                     "history": asdict(history),
                     "model_config": _model_config(model),
                     "train_config": train_config,
+                    **(
+                        {
+                            "adversary": adversary.state_dict(),
+                            "adversary_optimizer": adversary_optimizer.state_dict(),
+                        }
+                        if adversary is not None
+                        else {}
+                    ),
                 },
             )
     bar.close()
     model.eval()
+    if adversary is not None:
+        adversary.eval()
+        problem = adversary.check(history)
+        if problem:
+            warnings.warn(f"{task.name}: {problem}", RuntimeWarning, stacklevel=2)
     return history
+
+
+def _make_optimizer(parameters, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            parameters, lr=config.lr, momentum=config.momentum, nesterov=True,
+            weight_decay=config.weight_decay,
+        )  # fmt: skip
+    if config.optimizer == "adam":
+        return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    raise ValueError(f"optimizer must be 'sgd' or 'adam', got {config.optimizer!r}")
+
+
+def _adversary_step(adversary, optimizer, scaler, outputs, targets, device, precision) -> tuple:
+    """One discriminator update on detached generator ``outputs``; ``(loss, accuracy)``."""
+    with autocast(device, precision):
+        loss, accuracy = adversary.discriminator_step_loss(outputs, targets)
+    optimizer.zero_grad(set_to_none=True)
+    if torch.isfinite(loss):
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    return loss.item(), accuracy
 
 
 def _model_config(model: nn.Module) -> dict:

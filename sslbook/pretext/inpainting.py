@@ -1,0 +1,190 @@
+"""Inpainting with context encoders.
+
+Pathak, Krähenbühl, Donahue, Darrell & Efros (2016). *Context Encoders: Feature Learning by
+Inpainting.* CVPR 2016, arXiv 1604.07379.
+
+The seed idea: what if we prepared pairs of (image with a hole, original image)? To fill a hole
+convincingly, a network has to understand what surrounds it: that the hole sits on a dog's head,
+so it should hold an ear and fur, not sky. Holes are a central square or a few random blocks,
+filled with the dataset's mean colour. The loss is L2 on the hole, with a higher weight on a thin
+border around it (so the fill blends with its context), optionally plus an adversarial loss in
+which a discriminator judges the image with its hole filled (see :func:`build_adversary`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sslbook.adversarial import Adversary, Decoder, build_discriminator, psnr
+from sslbook.models import CIFAR10_MEAN, MNIST_MEAN
+from sslbook.pretext.base import PretextTask
+
+MASK_KINDS = ("central", "blocks")
+OVERLAP = 2  # border width (px) whose L2 weight is raised; Pathak used 4 px on 128 px images
+OVERLAP_WEIGHT = 10.0  # as in the paper
+
+
+def square_mask(size: int, top: int, left: int, side: int) -> torch.Tensor:
+    """A ``(size, size)`` bool mask, ``True`` on the ``side x side`` square at ``(top, left)``.
+
+    Raises:
+        ValueError: the square does not fit in the image.
+    """
+    if side < 1 or top < 0 or left < 0 or top + side > size or left + side > size:
+        raise ValueError(
+            f"a {side}x{side} hole at (top={top}, left={left}) does not fit a {size}x{size} "
+            f"image: keep top + side and left + side at most {size}."
+        )
+    mask = torch.zeros(size, size, dtype=torch.bool)
+    mask[top : top + side, left : left + side] = True
+    return mask
+
+
+def central_mask(size: int, side: int | None = None) -> torch.Tensor:
+    """The paper's central square hole, ``side`` defaulting to half the image: ``(size, size)``."""
+    side = size // 2 if side is None else side
+    start = (size - side) // 2
+    return square_mask(size, start, start, side)
+
+
+def random_block_masks(
+    n: int, size: int, generator: torch.Generator | None, blocks: int = 4, side: int | None = None
+) -> torch.Tensor:
+    """``n`` masks ``(n, size, size)``, each the union of ``blocks`` random squares of ``side``
+    (default a quarter of the image) at random positions: the paper's "random block" holes."""
+    side = size // 4 if side is None else side
+    corners = torch.randint(0, size - side + 1, (n, blocks, 2), generator=generator)
+    grid = torch.arange(size)
+    top, left = corners[..., 0, None], corners[..., 1, None]  # (n, blocks, 1)
+    rows = (grid >= top) & (grid < top + side)  # (n, blocks, size)
+    cols = (grid >= left) & (grid < left + side)  # (n, blocks, size)
+    return (rows[..., :, None] & cols[..., None, :]).any(dim=1)  # (n, size, size)
+
+
+def fill_value(channels: int) -> torch.Tensor:
+    """The dataset's mean colour ``(C, 1, 1)`` that fills holes (CIFAR-10 or MNIST)."""
+    mean = CIFAR10_MEAN if channels == 3 else MNIST_MEAN
+    if len(mean) != channels:
+        raise ValueError(f"no dataset mean for {channels}-channel images; use 1 or 3 channels")
+    return torch.tensor(mean).view(channels, 1, 1)
+
+
+def corrupt(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Fill the holes of ``images`` ``(B, C, H, W)`` with the mean colour; ``masks`` is
+    ``(B, H, W)`` or ``(H, W)``, ``True`` in the hole. Returns ``(B, C, H, W)``."""
+    masks = masks.to(images.device).expand(images.shape[0], *images.shape[-2:])[:, None]
+    fill = fill_value(images.shape[1]).to(images)
+    return torch.where(masks, fill, images)
+
+
+def make_pretext_batch(
+    images: torch.Tensor, generator: torch.Generator | None = None, kind: str = "blocks"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images with holes, and what was in them.
+
+    Args:
+        images: ``(B, C, H, W)`` square images in [0, 1].
+        generator: places the random blocks (unused for ``kind="central"``).
+        kind: ``"blocks"`` (random blocks, the default: the paper found random holes teach more
+            than a fixed central one) or ``"central"``.
+
+    Returns:
+        inputs ``(B, C, H, W)``: the images with their holes filled by the mean colour;
+        targets ``(B, C + 1, H, W)``: the original images and, as the last channel, the hole
+        mask (1 in the hole). :func:`split_targets` takes them apart.
+    """
+    if kind not in MASK_KINDS:
+        raise ValueError(f"kind must be one of {MASK_KINDS}, got {kind!r}")
+    b, _, h, w = images.shape
+    if h != w:
+        raise ValueError(f"inpainting needs square images, got {h}x{w}")
+    if kind == "central":
+        masks = central_mask(h).expand(b, h, w)
+    else:
+        masks = random_block_masks(b, h, generator)  # (B, H, W)
+    return apply_masks(images, masks)
+
+
+def apply_masks(images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(inputs, targets)`` pair of :func:`make_pretext_batch` for given holes: ``masks``
+    ``(B, H, W)`` or one ``(H, W)`` mask for the whole batch, ``True`` in the hole."""
+    masks = masks.to(images.device).expand(images.shape[0], *images.shape[-2:])
+    targets = torch.cat([images, masks[:, None].to(images.dtype)], dim=1)  # (B, C+1, H, W)
+    return corrupt(images, masks), targets
+
+
+def split_targets(targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, C + 1, H, W)`` → original images ``(B, C, H, W)`` and hole masks ``(B, 1, H, W)``."""
+    return targets[:, :-1], targets[:, -1:]
+
+
+def loss_weights(
+    masks: torch.Tensor, overlap: int = OVERLAP, overlap_weight: float = OVERLAP_WEIGHT
+) -> torch.Tensor:
+    """Per-pixel L2 weights ``(B, 1, H, W)``: 1 in the hole, ``overlap_weight`` on the
+    ``overlap``-pixel border of context around it, 0 elsewhere.
+
+    The border is visible in the input, yet the paper weights it 10x: the network must then
+    continue the context smoothly into the hole instead of pasting a blob with a hard edge.
+    """
+    if overlap == 0:
+        return masks
+    grown = F.max_pool2d(masks, 2 * overlap + 1, stride=1, padding=overlap)  # dilate the hole
+    return masks + overlap_weight * (grown - masks)
+
+
+def loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Weighted L2 between the output and the original, on the hole and its border."""
+    originals, masks = split_targets(targets)
+    weights = loss_weights(masks)
+    squared = (outputs.float() - originals).pow(2) * weights
+    return squared.sum() / (weights.sum() * outputs.shape[1]).clamp_min(1.0)
+
+
+def fill_hole(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The original context with the generator's pixels in the hole, ``(B, C, H, W)``: what the
+    reader sees, and what the discriminator judges."""
+    originals, masks = split_targets(targets)
+    return masks * outputs + (1 - masks) * originals
+
+
+def hole_psnr(outputs: torch.Tensor, targets: torch.Tensor) -> float:
+    """PSNR (dB) of the filled images; only the hole differs from the original."""
+    return psnr(fill_hole(outputs, targets), split_targets(targets)[0])
+
+
+def build_head(feature_dim: int, spatial: int = 8, channels: int = 3) -> nn.Module:
+    """The decoder: channel-wise fully connected bottleneck on ``block3`` (``spatial`` x
+    ``spatial``, i.e. 8 for 32 px images), then two PixelShuffle upsamplings to the image."""
+    return Decoder(feature_dim, channels, spatial=spatial)
+
+
+def discriminator_view(
+    outputs: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The discriminator compares the image with its hole filled by the generator (fake) to the
+    original (real): it only sees the generator's work inside the hole."""
+    return fill_hole(outputs, targets), split_targets(targets)[0]
+
+
+def build_adversary(
+    width: int, depth: int, seed: int | None = None, weight: float = 1e-2, lr: float = 2e-4
+) -> Adversary:
+    """The context encoder's adversary: a shared-backbone discriminator judging filled images.
+
+    ``weight`` is the adversarial term's weight next to the L2 loss (the paper: 0.001 vs 0.999).
+    """
+    return Adversary(
+        build_discriminator(width, depth, seed=seed),
+        view=discriminator_view,
+        weight=weight,
+        lr=lr,
+        name="inpainting discriminator",
+    )
+
+
+task = PretextTask(
+    "inpainting", make_pretext_batch, build_head, loss, metric=hole_psnr, metric_name="PSNR (dB)"
+)

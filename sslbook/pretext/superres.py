@@ -1,0 +1,129 @@
+"""Super-resolution as a pretext task (SRGAN).
+
+Ledig, Theis, Huszár, Caballero, Cunningham, Acosta, Aitken, Tejani, Totz, Wang & Shi (2017).
+*Photo-Realistic Single Image Super-Resolution Using a Generative Adversarial Network.* CVPR 2017,
+arXiv 1609.04802.
+
+The seed idea: what if we prepared pairs of (low-resolution image, high-resolution image)? Shrink a
+photo 4x and ask a network to restore the lost detail. Edges, fur and windows can only be
+sharpened the right way by a network that recognises them, so the generator must learn about
+image content; and the discriminator, which tells restored images from real ones, must learn
+what real images look like. Both are the book's shared backbone, and we probe both.
+
+The low-resolution image is upsampled back to full size with bicubic interpolation before the
+network sees it, so the backbone always works on normal-sized images (as it will downstream) and
+the generator only predicts the missing high frequencies (a residual), at 1/4 resolution in its
+``block3`` and back up with two sub-pixel (PixelShuffle) steps.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sslbook.adversarial import (
+    Adversary,
+    ContentLoss,
+    Decoder,
+    build_discriminator,
+    psnr,
+    vgg_content_loss,
+)
+from sslbook.pretext.base import PretextTask
+
+FACTOR = 4  # 32 px → 8 px → 32 px, SRGAN's 4x
+CONTENT_LOSSES = ("discriminator", "vgg", "none")
+
+
+def downsample(images: torch.Tensor, factor: int = FACTOR) -> torch.Tensor:
+    """Bicubic, anti-aliased downsampling: ``(B, C, H, W)`` → ``(B, C, H/factor, W/factor)``.
+
+    Raises:
+        ValueError: the image size is not a multiple of ``factor``.
+    """
+    h, w = images.shape[-2:]
+    if factor < 1 or h % factor or w % factor:
+        raise ValueError(f"{h}x{w} images cannot be shrunk by {factor}: use a divisor of {h}")
+    small = F.interpolate(
+        images, size=(h // factor, w // factor), mode="bicubic", antialias=True, align_corners=False
+    )
+    return small.clamp(0, 1)
+
+
+def upsample(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Bicubic upsampling to ``size x size``, the classic baseline: ``(B, C, h, w)`` →
+    ``(B, C, size, size)``, clamped to [0, 1]."""
+    big = F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False)
+    return big.clamp(0, 1)
+
+
+def make_pretext_batch(
+    images: torch.Tensor, generator: torch.Generator | None = None, factor: int = FACTOR
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blurred-by-resolution inputs and their sharp originals.
+
+    Args:
+        images: ``(B, C, H, W)`` images in [0, 1].
+        generator: unused (the task is deterministic); kept for the common interface.
+        factor: how much resolution is thrown away.
+
+    Returns:
+        inputs ``(B, C, H, W)``: each image shrunk by ``factor`` and upsampled back (bicubic);
+        targets ``(B, C, H, W)``: the original images.
+    """
+    del generator
+    low = downsample(images, factor)  # (B, C, H/f, W/f)
+    return upsample(low, images.shape[-1]), images
+
+
+def build_head(feature_dim: int, channels: int = 3) -> nn.Module:
+    """The decoder: from ``block3`` (1/4 resolution) back to full size with two PixelShuffle
+    upsamplings; it predicts the residual added to the bicubic input."""
+    return Decoder(feature_dim, channels)
+
+
+def loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Pixel-wise mean squared error (the "MSE-only" SRResNet objective)."""
+    return F.mse_loss(outputs.float(), targets)
+
+
+def build_adversary(
+    width: int,
+    depth: int,
+    seed: int | None = None,
+    weight: float = 1e-2,
+    content_weight: float = 1e-2,
+    content: str = "discriminator",
+    lr: float = 2e-4,
+) -> Adversary:
+    """SRGAN's discriminator (the shared backbone) with its content and adversarial losses.
+
+    Args:
+        width, depth, seed: of the discriminator's backbone.
+        weight: weight of the adversarial loss (SRGAN: 1e-3 next to a VGG content loss).
+        content_weight: weight of the content loss.
+        content: ``"discriminator"`` (default: feature matching on the discriminator's feature
+            maps, needs no download), ``"vgg"`` (SRGAN's VGG16 perceptual loss, needs the
+            torchvision ImageNet weights) or ``"none"``.
+
+    Raises:
+        ValueError: unknown ``content``.
+        RuntimeError: ``content="vgg"`` and the weights cannot be loaded (says what to do).
+    """
+    if content not in CONTENT_LOSSES:
+        raise ValueError(f"content must be one of {CONTENT_LOSSES}, got {content!r}")
+    content_fn: ContentLoss | None = vgg_content_loss() if content == "vgg" else None
+    return Adversary(
+        build_discriminator(width, depth, seed=seed),
+        weight=weight,
+        content_weight=0.0 if content == "none" else content_weight,
+        content=content_fn,
+        lr=lr,
+        name=f"srgan discriminator ({content} content loss)",
+    )
+
+
+task = PretextTask(
+    "superres", make_pretext_batch, build_head, loss, metric=psnr, metric_name="PSNR (dB)"
+)
