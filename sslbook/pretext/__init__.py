@@ -10,7 +10,7 @@ Every technique module has the same shape, so a reader who knows one knows all:
   :func:`sslbook.train.train`.
 """
 
-from sslbook.pretext import rotation
+from sslbook.pretext import context, jigsaw, rotation
 from sslbook.pretext.base import PretextTask, SupervisedTask, accuracy
 
-__all__ = ["PretextTask", "SupervisedTask", "accuracy", "rotation"]
+__all__ = ["PretextTask", "SupervisedTask", "accuracy", "context", "jigsaw", "rotation"]
