@@ -1,0 +1,111 @@
+"""Context prediction: where does this patch sit relative to that one?
+
+Doersch, Gupta & Efros (2015). *Unsupervised Visual Representation Learning by Context
+Prediction.* ICCV 2015, arXiv 1505.05192.
+
+The seed idea: what if we prepared pairs of (two patches, where the second sits relative to the
+first)? Take the centre patch of a 3x3 grid and one of its eight neighbours, and ask the network
+which of the eight it is. Saying "this wheel is below-left of that door" requires knowing what
+wheels and doors are.
+
+Both patches go through the same backbone (shared weights); a small head sees the two feature
+vectors side by side and picks one of the eight positions. The paper's main lesson is about
+*shortcuts*: with touching patches the network matches edges and textures across the border, and
+with colour kept it can read the position from chromatic aberration. So patches are cut with a
+gap and jitter, normalised one by one, and colour is dropped or projected (see
+:mod:`sslbook.patches`).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sslbook.models import mlp_head
+from sslbook.patches import Grid, crop, defend_colour, normalize_per_tile, upsample
+from sslbook.pretext.base import PretextTask
+
+# The eight neighbours of the centre cell, labels 0..7, row by row (the paper's layout):
+#   0 1 2
+#   3 . 4
+#   5 6 7
+OFFSETS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
+NEIGHBOUR_CELLS = (0, 1, 2, 3, 5, 6, 7, 8)  # the grid cell (row-major) of each label
+CENTRE_CELL = 4
+NAMES = ("up-left", "up", "up-right", "left", "right", "down-left", "down", "down-right")
+GRID = Grid(size=72, gap=4, jitter=2)  # 24-px cells, 16-px patches, 4..12 px between patches
+SHORTCUT_GRID = Grid(size=72, gap=0, jitter=0)  # touching 24-px patches: edges can be matched
+
+
+def make_pretext_batch(
+    images: torch.Tensor,
+    generator: torch.Generator | None = None,
+    grid: Grid = GRID,
+    colour: str = "drop",
+    normalize: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One (centre, neighbour) patch pair per image and the neighbour's position.
+
+    Args:
+        images: ``(B, C, H, W)`` float images in [0, 1]; upsampled to ``grid.size`` first.
+        generator: source of all randomness (position, jitter, colour).
+        grid: patch geometry: ``GRID`` (gap and jitter) or ``SHORTCUT_GRID`` (touching).
+        colour: colour defence (see :func:`sslbook.patches.defend_colour`); ``"keep"`` leaves
+            the chromatic shortcut open.
+        normalize: standardise each patch on its own.
+
+    Returns:
+        inputs ``(B, 2, C, t, t)``: the centre patch, then the neighbour; targets ``(B,)``:
+        the neighbour's position 0..7 (see ``OFFSETS`` and ``NAMES``).
+    """
+    if images.dim() != 4:
+        raise ValueError(f"expected (B, C, H, W) images, got shape {tuple(images.shape)}")
+    b = images.shape[0]
+    images = upsample(images, grid.size)  # (B, C, S, S)
+    targets = torch.randint(len(OFFSETS), (b,), generator=generator)  # (B,)
+    corners = grid.tile_corners(b, generator)  # (B, 9, 2), one jittered tile per cell
+    cells = torch.stack([torch.full_like(targets, CENTRE_CELL), neighbour_cell(targets)], 1)
+    pair = corners.gather(1, cells[..., None].expand(b, 2, 2))  # (B, 2, 2)
+    patches = crop(images, pair, grid.tile)  # (B, 2, C, t, t)
+    if normalize:
+        patches = normalize_per_tile(patches)
+    patches = defend_colour(patches, generator, colour)
+    return patches, targets.to(images.device)
+
+
+def neighbour_cell(labels: torch.Tensor) -> torch.Tensor:
+    """Grid cell (0..8, row-major) of each neighbour label (0..7)."""
+    return torch.tensor(NEIGHBOUR_CELLS)[labels.cpu()].to(labels.device)
+
+
+def build_head(feature_dim: int) -> nn.Module:
+    """An MLP from the two concatenated patch features ``(B, 2 * D)`` to the 8 positions."""
+    return mlp_head(2 * feature_dim, 256, len(OFFSETS))
+
+
+def loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the eight positions."""
+    return F.cross_entropy(outputs, targets)
+
+
+def make_task(
+    grid: Grid = GRID, colour: str = "drop", normalize: bool = True, name: str = "context"
+) -> PretextTask:
+    """The context task with other geometry or defences (e.g. the shortcut ablation:
+    ``make_task(SHORTCUT_GRID, colour="keep", name="context-shortcut")``)."""
+    batch = functools.partial(make_pretext_batch, grid=grid, colour=colour, normalize=normalize)
+    return PretextTask(name, batch, build_head, loss, metric_name="position accuracy")
+
+
+task = PretextTask("context", make_pretext_batch, build_head, loss, metric_name="position accuracy")
+
+
+def as_grid(scores: torch.Tensor) -> torch.Tensor:
+    """Eight per-position scores ``(8,)`` laid out on the 3x3 grid ``(3, 3)``, centre NaN, for
+    plotting a prediction as an overlay."""
+    board = torch.full((9,), float("nan"))
+    board[list(NEIGHBOUR_CELLS)] = scores.detach().float().cpu()
+    return board.view(3, 3)

@@ -1,0 +1,93 @@
+import pytest
+import torch
+
+import sslbook as sb
+from sslbook.patches import Grid, normalize_per_tile, upsample
+from sslbook.pretext import context
+
+
+def test_labels_name_the_eight_neighbours_row_by_row():
+    assert len(context.OFFSETS) == len(context.NAMES) == len(context.NEIGHBOUR_CELLS) == 8
+    for (dy, dx), cell in zip(context.OFFSETS, context.NEIGHBOUR_CELLS, strict=True):
+        assert cell == (1 + dy) * 3 + (1 + dx)  # the cell at that offset from the centre
+    assert context.CENTRE_CELL not in context.NEIGHBOUR_CELLS
+    assert context.neighbour_cell(torch.tensor([0, 4, 7])).tolist() == [0, 5, 8]
+
+
+def _locate(patch, image):
+    """Top-left ``(y, x)`` of the window of ``image`` that, normalised, equals ``patch``."""
+    t = patch.shape[-1]
+    windows = image.unfold(1, t, 1).unfold(2, t, 1).permute(1, 2, 0, 3, 4)  # (Y, X, C, t, t)
+    close = (normalize_per_tile(windows) - patch).abs().flatten(2).amax(-1) < 1e-5  # (Y, X)
+    (y, x), *others = torch.nonzero(close).tolist()
+    assert not others, "the patch matches several places"
+    return y, x
+
+
+def test_neighbour_sits_where_the_label_says():
+    images = torch.rand(8, 3, 32, 32)
+    g = torch.Generator().manual_seed(0)
+    grid = context.GRID
+    inputs, targets = context.make_pretext_batch(images, g, colour="keep")
+    assert inputs.shape == (8, 2, 3, grid.tile, grid.tile)
+    big = upsample(images, grid.size)
+    for b in range(8):
+        cy, cx = _locate(inputs[b, 0], big[b])
+        ny, nx = _locate(inputs[b, 1], big[b])
+        dy, dx = context.OFFSETS[targets[b]]
+        # centre patch inside the centre cell, neighbour one cell away in the labelled direction
+        assert grid.cell <= cy and cy + grid.tile <= 2 * grid.cell
+        assert grid.cell <= cx and cx + grid.tile <= 2 * grid.cell
+        assert (ny - cy) * dy >= (grid.tile + grid.gap) * abs(dy)
+        assert (nx - cx) * dx >= (grid.tile + grid.gap) * abs(dx)
+        assert abs(ny - cy) <= (grid.tile + grid.gap + 4 * grid.jitter) * abs(dy) + 2 * grid.jitter
+        assert abs(nx - cx) <= (grid.tile + grid.gap + 4 * grid.jitter) * abs(dx) + 2 * grid.jitter
+
+
+@pytest.mark.parametrize("grid", [context.GRID, context.SHORTCUT_GRID, Grid(50, 1, 2)], ids=repr)
+def test_patches_never_leave_the_image(grid):
+    corners = grid.tile_corners(2000, torch.Generator().manual_seed(0))
+    assert corners.min() >= 0 and corners.max() <= grid.size - grid.tile
+    images = torch.rand(64, 3, 32, 32)
+    inputs, targets = context.make_pretext_batch(images, torch.Generator().manual_seed(1), grid)
+    assert inputs.shape[-1] == grid.tile and set(targets.tolist()) <= set(range(8))
+
+
+def test_shortcut_patches_touch():
+    grid = context.SHORTCUT_GRID
+    corners = grid.tile_corners(4)
+    right = corners[:, context.NEIGHBOUR_CELLS[4]] - corners[:, context.CENTRE_CELL]
+    assert (right == torch.tensor([0, grid.tile])).all()  # edge to edge, nothing in between
+
+
+def test_all_positions_occur_and_batches_are_deterministic():
+    images = torch.rand(400, 3, 32, 32)
+    a = context.make_pretext_batch(images, torch.Generator().manual_seed(3))
+    b = context.make_pretext_batch(images, torch.Generator().manual_seed(3))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert torch.bincount(a[1], minlength=8).min() > 25  # roughly uniform over the 8 labels
+
+
+def test_colour_is_dropped_by_default_and_kept_in_the_shortcut_task():
+    images = torch.rand(16, 3, 32, 32)
+    dropped, _ = context.make_pretext_batch(images, torch.Generator().manual_seed(0))
+    flat = dropped.flatten(-2).std(-1)  # (16, 2, 3): spread of each channel
+    assert ((flat > 0.05).sum(-1) == 1).all()  # one live channel per patch
+    shortcut = context.make_task(context.SHORTCUT_GRID, colour="keep")
+    kept, _ = shortcut.make_pretext_batch(images, torch.Generator().manual_seed(0))
+    assert kept.shape[-1] == context.SHORTCUT_GRID.tile
+    assert ((kept.flatten(-2).std(-1) > 0.05).sum(-1) == 3).all()
+
+
+def test_siamese_model_head_loss_and_overlay():
+    backbone = sb.build_backbone(width=4, depth=1, seed=0)
+    model = sb.PretextModel(backbone, context.build_head(backbone.feature_dim))
+    inputs, targets = context.make_pretext_batch(torch.rand(4, 3, 32, 32))
+    outputs = model(inputs)
+    assert outputs.shape == (4, 8)
+    assert context.loss(outputs, targets).ndim == 0
+    board = context.as_grid(torch.arange(8.0))
+    assert board.shape == (3, 3) and torch.isnan(board[1, 1])
+    assert board[0, 0] == 0 and board[1, 2] == 4 and board[2, 2] == 7
+    with pytest.raises(ValueError, match="B, C, H, W"):
+        context.make_pretext_batch(torch.rand(3, 32, 32))
