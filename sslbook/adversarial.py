@@ -404,18 +404,11 @@ def psnr(outputs: torch.Tensor, targets: torch.Tensor) -> float:
     return (-10 * torch.log10(mse)).mean().item()
 
 
-@torch.no_grad()
 def generate(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Run a generator in eval mode over ``inputs`` ``(N, C, H, W)`` in batches; CPU output."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    outputs = [
-        model(inputs[i : i + batch_size].to(device)).float().cpu()
-        for i in range(0, len(inputs), batch_size)
-    ]
-    model.train(was_training)
-    return torch.cat(outputs)
+    from sslbook.evaluate import predict  # imported here: evaluate imports the pretext tasks
+
+    return predict(model, inputs, batch_size)
 
 
 def plot_gan_history(history, metric_name: str, title: str | None = None):

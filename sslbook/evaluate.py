@@ -298,17 +298,23 @@ def classify_accuracy(model: nn.Module, data: ImageSet, batch_size: int = 256) -
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Softmax outputs of ``model`` for ``inputs`` ``(N, ...)``: ``(N, classes)`` on the CPU."""
+def predict(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """``model``'s outputs for ``inputs`` ``(N, ...)`` (uint8 or float images), computed in eval
+    mode in batches on the model's device; returned as float32 on the CPU."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    probs = [
-        model(to_float(inputs[i : i + batch_size]).to(device)).float().softmax(-1).cpu()
+    outputs = [
+        model(to_float(inputs[i : i + batch_size]).to(device)).float().cpu()
         for i in range(0, len(inputs), batch_size)
     ]
     model.train(was_training)
-    return torch.cat(probs)
+    return torch.cat(outputs)
+
+
+def predict_proba(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Softmax outputs of ``model`` for ``inputs`` ``(N, ...)``: ``(N, classes)`` on the CPU."""
+    return predict(model, inputs, batch_size).softmax(-1)
 
 
 def baseline_backbones(
