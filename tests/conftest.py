@@ -46,3 +46,16 @@ def cifar_small() -> tuple[sb.ImageSet, sb.ImageSet]:
         sb.load_cifar10("train", n=500, seed=0, root=DATA),
         sb.load_cifar10("test", n=500, seed=0, root=DATA),
     )
+
+
+def locate_patch(patch: torch.Tensor, image: torch.Tensor) -> tuple[int, int]:
+    """Top-left ``(y, x)`` of the one window of ``image`` that, normalised per tile, equals
+    ``patch``: proves where a jigsaw tile or a context patch was cut from."""
+    from sslbook.patches import normalize_per_tile
+
+    t = patch.shape[-1]
+    windows = image.unfold(1, t, 1).unfold(2, t, 1).permute(1, 2, 0, 3, 4)  # (Y, X, C, t, t)
+    close = (normalize_per_tile(windows) - patch).abs().flatten(2).amax(-1) < 1e-5  # (Y, X)
+    (y, x), *others = torch.nonzero(close).tolist()
+    assert not others, "the patch matches several places"
+    return y, x

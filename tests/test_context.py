@@ -2,8 +2,10 @@ import pytest
 import torch
 
 import sslbook as sb
-from sslbook.patches import Grid, normalize_per_tile, upsample
+from sslbook.patches import Grid, upsample
 from sslbook.pretext import context
+
+from .conftest import locate_patch
 
 
 def test_labels_name_the_eight_neighbours_row_by_row():
@@ -14,16 +16,6 @@ def test_labels_name_the_eight_neighbours_row_by_row():
     assert context.neighbour_cell(torch.tensor([0, 4, 7])).tolist() == [0, 5, 8]
 
 
-def _locate(patch, image):
-    """Top-left ``(y, x)`` of the window of ``image`` that, normalised, equals ``patch``."""
-    t = patch.shape[-1]
-    windows = image.unfold(1, t, 1).unfold(2, t, 1).permute(1, 2, 0, 3, 4)  # (Y, X, C, t, t)
-    close = (normalize_per_tile(windows) - patch).abs().flatten(2).amax(-1) < 1e-5  # (Y, X)
-    (y, x), *others = torch.nonzero(close).tolist()
-    assert not others, "the patch matches several places"
-    return y, x
-
-
 def test_neighbour_sits_where_the_label_says():
     images = torch.rand(8, 3, 32, 32)
     g = torch.Generator().manual_seed(0)
@@ -32,8 +24,8 @@ def test_neighbour_sits_where_the_label_says():
     assert inputs.shape == (8, 2, 3, grid.tile, grid.tile)
     big = upsample(images, grid.size)
     for b in range(8):
-        cy, cx = _locate(inputs[b, 0], big[b])
-        ny, nx = _locate(inputs[b, 1], big[b])
+        cy, cx = locate_patch(inputs[b, 0], big[b])
+        ny, nx = locate_patch(inputs[b, 1], big[b])
         dy, dx = context.OFFSETS[targets[b]]
         # centre patch inside the centre cell, neighbour one cell away in the labelled direction
         assert grid.cell <= cy and cy + grid.tile <= 2 * grid.cell

@@ -14,6 +14,8 @@ from sslbook.patches import (
 )
 from sslbook.pretext import jigsaw
 
+from .conftest import locate_patch
+
 GRIDS = [Grid(72, gap=4, jitter=2), Grid(64, gap=3, jitter=1), Grid(50, gap=0, jitter=3)]
 
 
@@ -182,16 +184,6 @@ def test_permutation_set_refuses_bad_arguments():
 # --------------------------------------------------------------------------- the puzzles
 
 
-def _locate(tile, image):
-    """Top-left ``(y, x)`` of the window of ``image`` that, normalised, equals ``tile``."""
-    t = tile.shape[-1]
-    windows = image.unfold(1, t, 1).unfold(2, t, 1).permute(1, 2, 0, 3, 4)  # (Y, X, C, t, t)
-    close = (normalize_per_tile(windows) - tile).abs().flatten(2).amax(-1) < 1e-5  # (Y, X)
-    (y, x), *others = torch.nonzero(close).tolist()
-    assert not others, "the tile matches several places"
-    return y, x
-
-
 def test_tile_i_comes_from_cell_permutation_i():
     perms = jigsaw.permutation_set(16)
     images = torch.rand(3, 3, 32, 32)
@@ -202,7 +194,7 @@ def test_tile_i_comes_from_cell_permutation_i():
     for b in range(3):
         grid = jigsaw.GRID
         for i, cell in enumerate(perms[targets[b]].tolist()):
-            y, x = _locate(inputs[b, i], big[b])
+            y, x = locate_patch(inputs[b, i], big[b])
             cy, cx = grid.cell_corners()[cell].tolist()
             assert cy <= y and y + grid.tile <= cy + grid.cell  # inside cell permutation[i]
             assert cx <= x and x + grid.tile <= cx + grid.cell
