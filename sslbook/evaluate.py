@@ -243,13 +243,15 @@ def train_supervised(
 
 @dataclass
 class FineTuneResult:
-    """Test accuracy after every epoch of fine-tuning."""
+    """Test accuracy after fine-tuning, and after every epoch when that was measured.
 
+    Attributes:
+        accuracy: test accuracy after the last epoch.
+        epoch_accuracy: test accuracy after each epoch (empty when only the end was measured).
+    """
+
+    accuracy: float
     epoch_accuracy: list[float]
-
-    @property
-    def accuracy(self) -> float:
-        return self.epoch_accuracy[-1]
 
 
 def fine_tune(
@@ -259,16 +261,20 @@ def fine_tune(
     config: TrainConfig,
     backbone_lr_scale: float = 1.0,
     progress: bool = False,
+    every_epoch: bool = True,
 ) -> FineTuneResult:
     """Fine-tune a copy of ``backbone`` with a new linear head on ``train_set``, all layers
-    trainable, measuring test accuracy after every epoch. ``backbone`` itself is untouched.
+    trainable, measuring test accuracy after every epoch (``every_epoch``, for learning curves)
+    or only at the end (cheaper). ``backbone`` itself is untouched.
 
     ``backbone_lr_scale`` < 1 lets the backbone move more slowly than the new head, the usual
     way to keep pretrained features from being overwritten by a few noisy labelled batches."""
     config = replace(config, batch_size=min(config.batch_size, len(train_set)))
     task = SupervisedTask(len(train_set.classes))
     net = copy.deepcopy(backbone)
-    model = PretextModel(net, task.build_head(net.feature_dim))
+    with torch.random.fork_rng(devices=[]):  # the same new head for every backbone compared
+        torch.manual_seed(config.seed)
+        model = PretextModel(net, task.build_head(net.feature_dim))
     accuracies: list[float] = []
 
     def record_test_accuracy(model: nn.Module, epoch: int) -> None:
@@ -279,8 +285,10 @@ def fine_tune(
         {"params": list(model.head.parameters())},
     ]
     train(model, train_set, task, config, progress=progress, parameters=groups,
-          on_epoch_end=record_test_accuracy)  # fmt: skip
-    return FineTuneResult(accuracies)
+          on_epoch_end=record_test_accuracy if every_epoch else None)  # fmt: skip
+    if every_epoch:
+        return FineTuneResult(accuracies[-1], accuracies)
+    return FineTuneResult(classify_accuracy(model, test_set), [])
 
 
 @torch.no_grad()
@@ -367,15 +375,23 @@ def fine_tune_curves(
     labels_per_class: Sequence[int],
     config: TrainConfig,
     backbone_lr_scale: float = 1.0,
+    curves_for: Sequence[int] | None = None,
 ) -> dict[str, list[FineTuneResult]]:
     """Fine-tune each backbone with ``n`` labelled images per class, for each ``n``.
 
     The labelled images are the same for every backbone (a stratified subset of ``train_set``
-    chosen by ``config.seed``), so curves differ only by initialisation.
+    chosen by ``config.seed``), so curves differ only by initialisation. Test accuracy is
+    measured after every epoch for the label counts in ``curves_for`` (default: the largest,
+    the curve worth plotting) and only at the end for the others, which saves most of the
+    evaluation time.
     """
     num_classes = len(train_set.classes)
-    subsets = [train_set.stratified(n * num_classes, config.seed) for n in labels_per_class]
+    curves_for = [max(labels_per_class)] if curves_for is None else curves_for
+    runs = {n: train_set.stratified(n * num_classes, config.seed) for n in labels_per_class}
     return {
-        name: [fine_tune(net, subset, test_set, config, backbone_lr_scale) for subset in subsets]
+        name: [
+            fine_tune(net, subset, test_set, config, backbone_lr_scale, every_epoch=n in curves_for)
+            for n, subset in runs.items()
+        ]
         for name, net in backbones.items()
     }

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 import sslbook as sb
@@ -5,6 +6,7 @@ from sslbook.evaluate import (
     evaluate_backbone,
     extract_features,
     fine_tune,
+    fine_tune_curves,
     knn_accuracy,
     label_efficiency,
     linear_probe,
@@ -65,5 +67,27 @@ def test_fine_tune_reports_every_epoch_and_leaves_backbone_untouched(cifar_small
     result = fine_tune(backbone, train_set[:100], test_set[:100], TrainConfig(epochs=2))
     assert len(result.epoch_accuracy) == 2
     assert all(0 <= a <= 1 for a in result.epoch_accuracy)
+    assert result.accuracy == result.epoch_accuracy[-1]
     for k, v in backbone.state_dict().items():
         assert torch.equal(v, before[k])
+
+
+def test_fine_tune_measured_only_at_the_end_gives_the_same_final_accuracy(cifar_small):
+    train_set, test_set = cifar_small
+    backbone = sb.build_backbone(width=8, depth=1)
+    config = TrainConfig(epochs=2)
+    curve = fine_tune(backbone, train_set[:64], test_set[:64], config)
+    end_only = fine_tune(backbone, train_set[:64], test_set[:64], config, every_epoch=False)
+    assert end_only.epoch_accuracy == []
+    assert end_only.accuracy == pytest.approx(curve.accuracy, abs=1 / 64)
+
+
+def test_fine_tune_curves_measure_every_epoch_only_for_the_largest_label_count(cifar_small):
+    train_set, test_set = cifar_small
+    two_classes = train_set.select_classes(train_set.classes[:2])
+    backbone = sb.build_backbone(width=8, depth=1)
+    runs = fine_tune_curves(
+        {"net": backbone}, two_classes, test_set[:32], [2, 4], TrainConfig(epochs=2)
+    )["net"]
+    assert [len(r.epoch_accuracy) for r in runs] == [0, 2]
+    assert all(0 <= r.accuracy <= 1 for r in runs)
