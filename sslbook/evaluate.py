@@ -226,6 +226,27 @@ def label_efficiency(
     return accuracies
 
 
+def label_efficiency_curves(
+    backbones: dict[str, nn.Module],
+    evaluations: dict[str, Evaluation],
+    train_set: ImageSet,
+    test_set: ImageSet,
+    labels_per_class: Sequence[int],
+    seed: int = 0,
+) -> dict[str, list[float]]:
+    """:func:`label_efficiency` of each named backbone at the block where it probed best (from
+    ``evaluations``, as :func:`compare_backbones` returns them): the few-label curve of every
+    chapter, ``{name: [accuracy for n in labels_per_class]}``."""
+    curves = {}
+    for name, net in backbones.items():
+        block = evaluations[name].best_block
+        train_features = extract_features(net, train_set, blocks=[block])[block]
+        test_features = extract_features(net, test_set, blocks=[block])[block]
+        curves[name] = label_efficiency(train_features, train_set.labels, test_features,
+                                        test_set.labels, labels_per_class, seed=seed)  # fmt: skip
+    return curves
+
+
 def train_supervised(
     backbone: nn.Module,
     train_set: ImageSet,

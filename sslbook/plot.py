@@ -150,3 +150,16 @@ def plot_curves(
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def plot_label_efficiency(
+    curves: Mapping[str, Sequence[float]],
+    labels_per_class: Sequence[int],
+    chance: float | None = 0.1,
+    title: str = "Linear probe with few labels",
+    ax=None,
+):
+    """Linear-probe accuracy against labelled images per class (log axis), one line per method:
+    what :func:`sslbook.evaluate.label_efficiency_curves` returns."""
+    return plot_curves(curves, labels_per_class, "labelled images per class", title=title,
+                       log_x=True, chance=chance, ax=ax)  # fmt: skip

@@ -91,3 +91,14 @@ def test_fine_tune_curves_measure_every_epoch_only_for_the_largest_label_count(c
     )["net"]
     assert [len(r.epoch_accuracy) for r in runs] == [0, 2]
     assert all(0 <= r.accuracy <= 1 for r in runs)
+
+
+def test_label_efficiency_curves_use_each_backbones_best_block(cifar_small):
+    train_set, test_set = cifar_small
+    backbones = {"a": sb.build_backbone(width=8, depth=1, seed=0)}
+    evaluations = {"a": evaluate_backbone(backbones["a"], train_set, test_set)}
+    curves = sb.evaluate.label_efficiency_curves(
+        backbones, evaluations, train_set, test_set, [1, 5]
+    )
+    assert list(curves) == ["a"] and len(curves["a"]) == 2
+    assert all(0 <= a <= 1 for a in curves["a"])
