@@ -116,3 +116,12 @@ def test_trains_through_the_book_loop():
     task = synthetic.make_task(small_bank())
     history = sb.train(model, data, task, sb.TrainConfig(epochs=1, batch_size=8), progress=False)
     assert len(history.step_loss) == 2 and 0 <= history.epoch_metric[0] <= 1
+
+
+def test_geometry_pictures_are_displayable():
+    r = sb.render.render_random(3, seed=0)
+    pictures = synthetic.geometry_pictures(r.depth, r.normals, r.edges)
+    assert [p.shape[1] for p in pictures] == [1, 3, 1]
+    assert all(p.min() >= 0 and p.max() <= 1 for p in pictures)
+    fig = synthetic.show_geometry(r.images, r.depth, r.normals, r.edges)
+    assert len(fig.axes) == 12

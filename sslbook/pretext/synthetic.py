@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslbook import render
+from sslbook import plot, render
 from sslbook.data import cache_dir
 from sslbook.pretext.base import PretextTask
 
@@ -315,6 +315,33 @@ def geometry_scores(outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, f
         "edge_f1": f1,
         "domain_accuracy": (real == domain_truth).float().mean().item(),
     }
+
+
+def geometry_pictures(
+    depth: torch.Tensor, normals: torch.Tensor, edges: torch.Tensor
+) -> list[torch.Tensor]:
+    """Depth ``(N, 1, H, W)``, normals ``(N, 3, H, W)`` and edges ``(N, 1, H, W)`` as pictures in
+    [0, 1]: inverse depth on a fixed scale (near is bright, the same scale for truth and
+    prediction), normals as colours (x → red, y → green, z → blue), edges as they are."""
+    return [(1 / depth.clamp(min=1)), normals * 0.5 + 0.5, edges]
+
+
+def show_geometry(
+    images: torch.Tensor,
+    depth: torch.Tensor,
+    normals: torch.Tensor,
+    edges: torch.Tensor,
+    suptitle: str | None = None,
+    row_names: tuple = (),
+):
+    """A grid with one column per image: the image, then its depth, normals and edges (each
+    ``(N, C, H, W)``). ``row_names`` label the rows (default: image, depth, normals, edges)."""
+    names = row_names or ("image", "depth", "normals", "edges")
+    rows = [images, *geometry_pictures(depth, normals, edges)]
+    n = len(images)
+    pictures = [row[i].expand(3, -1, -1) for row in rows for i in range(n)]
+    titles = [name if i == 0 else "" for name in names for i in range(n)]
+    return plot.show_images(pictures, titles, ncols=n, suptitle=suptitle)
 
 
 def make_task(bank: Bank | None = None, adapt: bool = True, name: str = "synthetic") -> PretextTask:
