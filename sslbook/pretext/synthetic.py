@@ -1,0 +1,364 @@
+"""Multi-task learning from synthetic imagery, with domain adaptation.
+
+Ren & Lee (2018). *Cross-Domain Self-supervised Multi-task Feature Learning using Synthetic
+Imagery.* CVPR 2018, arXiv 1711.09082.
+
+The seed idea: what if we prepared pairs of (rendered image, its depth, surface normals and
+object edges)? A renderer knows the geometry behind every pixel it draws, so these labels are
+exact and free. To predict them, a network has to understand 3D shape, occlusion and shading.
+But a network trained only on renders learns features of *renders* (flat colours, perfect edges),
+which transfer badly to photos. So, as in the paper, a domain discriminator tries to tell the
+backbone's features of real images (CIFAR-10) from those of renders, and the backbone is trained
+to fool it: features that cannot tell the two domains apart are features that transfer.
+
+The renders come from :mod:`sslbook.render` (SUNCG, the paper's game-engine scenes, is no longer
+distributed). Fooling the discriminator uses a gradient reversal layer (Ganin & Lempitsky 2015,
+arXiv 1409.7495): the identity going forward, the gradient times ``-lambda`` going back, so one
+backward pass trains the discriminator to separate the domains and the backbone to merge them.
+
+Everything travels through the book's one training loop as single tensors: the batch holds ``B``
+renders then ``B`` real images, the targets pack the geometry with the domain labels
+(:data:`TARGET_CHANNELS`), and the model's outputs pack the predictions (:data:`OUTPUT_CHANNELS`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sslbook import plot, render
+from sslbook.data import cache_dir
+from sslbook.pretext.base import PretextTask
+
+#: Channels of the packed targets ``(2B, 7, H, W)``.
+TARGET_CHANNELS = {"depth": 0, "normals": slice(1, 4), "edges": 4, "domain": 5, "synthetic": 6}
+#: Channels of the packed outputs ``(2B, 6, H, W)``: log-depth, normals (not yet unit length),
+#: edge logit, domain logit (1: real).
+OUTPUT_CHANNELS = {"depth": 0, "normals": slice(1, 4), "edges": 4, "domain": 5}
+#: Weight of each loss term (the domain term's gradient reaches the backbone reversed).
+LOSS_WEIGHTS = {"depth": 1.0, "normals": 1.0, "edges": 1.0, "domain": 1.0}
+
+
+# --- the data: a bank of renders --------------------------------------------------------------
+
+
+@dataclass
+class Bank:
+    """Pre-rendered scenes the task draws from (see :func:`load_bank`).
+
+    Stored compactly (a 5,000-scene bank is about 40 MB): ``images`` ``(N, 3, H, W)`` uint8,
+    ``depth`` ``(N, 1, H, W)`` and ``normals`` ``(N, 3, H, W)`` float16, ``edges``
+    ``(N, 1, H, W)`` uint8; :func:`draw_renders` turns what it draws into float32.
+    """
+
+    images: torch.Tensor
+    depth: torch.Tensor
+    normals: torch.Tensor
+    edges: torch.Tensor
+
+    @classmethod
+    def from_renders(cls, renders: render.Renders) -> Bank:
+        """Quantise :class:`~sslbook.render.Renders` for storage."""
+        return cls(
+            (renders.images * 255).round().to(torch.uint8), renders.depth.half(),
+            renders.normals.half(), renders.edges.to(torch.uint8),
+        )  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def load_bank(n: int, seed: int = 0, size: int = 32) -> Bank:
+    """``n`` rendered scenes from ``seed``, cached on disk (rendering is cheap, but not free).
+
+    Rendering 5,000 scenes takes seconds on an idle CPU; the cache makes re-running a notebook
+    instant. The file name holds every setting, so a change renders a new bank.
+    """
+    path = cache_dir() / "synthetic" / f"bank-n{n}-seed{seed}-size{size}-v2.pt"
+    if path.exists():
+        return Bank(**torch.load(path, weights_only=True))
+    bank = Bank.from_renders(render.render_random(n, seed, size))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(f"{path}.tmp")
+    torch.save(vars(bank), tmp)
+    tmp.replace(path)
+    return bank
+
+
+def draw_renders(
+    bank: Bank | None, n: int, generator: torch.Generator | None, size: int = 32
+) -> Bank:
+    """``n`` renders with their geometry: drawn from ``bank`` (with a random horizontal flip), or
+    rendered now from a seed drawn from ``generator`` when ``bank`` is ``None``."""
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    if bank is None:
+        seed = int(torch.randint(2**31 - 1, (1,), generator=g))
+        r = render.render_random(n, seed, size)
+        return Bank(r.images, r.depth, r.normals, r.edges)
+    index = torch.randint(len(bank), (n,), generator=g)
+    flip = (torch.rand(n, generator=g) < 0.5)[:, None, None, None]
+    mirror = torch.tensor([-1.0, 1.0, 1.0]).view(1, 3, 1, 1)  # a mirrored normal flips its x
+
+    def pick(x: torch.Tensor, sign: torch.Tensor | float = 1.0) -> torch.Tensor:
+        x = x[index].float()
+        return torch.where(flip, x.flip(-1) * sign, x)
+
+    images = pick(bank.images) / 255 if bank.images.dtype == torch.uint8 else pick(bank.images)
+    return Bank(images, pick(bank.depth), pick(bank.normals, mirror), pick(bank.edges))
+
+
+def make_pretext_batch(
+    images: torch.Tensor,
+    generator: torch.Generator | None = None,
+    bank: Bank | None = None,
+    real: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Renders with their geometry, followed by the real images with only their domain.
+
+    Args:
+        images: ``(B, 3, H, W)`` real images in [0, 1] (their content is never a label).
+        generator: draws the renders (same generator state, same batch).
+        bank: pre-rendered scenes to draw from (see :func:`load_bank`); ``None`` renders anew.
+        real: include the real images (``False``: renders only, no domain adaptation).
+
+    Returns:
+        inputs ``(2B, 3, H, W)`` (``(B, ...)`` without ``real``): ``B`` renders, then the real
+        images; targets ``(2B, 7, H, W)`` packed as :data:`TARGET_CHANNELS`: depth, normals,
+        edges (zero for real rows), domain (1: real) and a mask of the rendered rows.
+    """
+    b, _, h, w = images.shape
+    drawn = draw_renders(bank, b, generator, h)
+    ones = torch.ones(b, 1, h, w)
+    synthetic = torch.cat([drawn.depth, drawn.normals, drawn.edges, 0 * ones, ones], 1)
+    if not real:
+        return drawn.images.to(images.device), synthetic.to(images.device)  # (B, 3, H, W)
+    real_rows = torch.cat([torch.zeros(b, 5, h, w), ones, 0 * ones], 1)
+    inputs = torch.cat([drawn.images.to(images.device), images])  # (2B, 3, H, W)
+    return inputs, torch.cat([synthetic, real_rows]).to(images.device)  # (2B, 7, H, W)
+
+
+# --- the model ---------------------------------------------------------------------------------
+
+
+class GradientReversal(torch.autograd.Function):
+    """Identity forward; multiplies the gradient by ``-lambda`` backward (Ganin & Lempitsky)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, lam: float) -> torch.Tensor:
+        ctx.lam = lam
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return -ctx.lam * grad, None
+
+
+def reverse_gradient(x: torch.Tensor, lam: float = 1.0) -> torch.Tensor:
+    """``x`` unchanged, but the gradient flowing back through it is ``-lam`` times its own."""
+    return GradientReversal.apply(x, lam)
+
+
+class DenseHead(nn.Module):
+    """A small decoder for one dense task: ``block3`` (1/4 resolution) upsampled onto ``block2``
+    (1/2), each through a 1x1 convolution, summed, then a 3x3 convolution to ``out_channels``
+    and a bilinear upsampling to full size.
+
+    Deliberately small and fed from the deep blocks only, so the backbone does the geometry.
+    """
+
+    def __init__(self, feature_dim: int, out_channels: int, hidden: int = 32) -> None:
+        super().__init__()
+        self.lateral3 = nn.Conv2d(feature_dim, hidden, 1)
+        self.lateral2 = nn.Conv2d(feature_dim // 2, hidden, 1, bias=False)
+        self.out = nn.Sequential(
+            nn.BatchNorm2d(hidden), nn.ReLU(), nn.Conv2d(hidden, out_channels, 3, padding=1)
+        )
+
+    def forward(self, maps: dict[str, torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        """``maps`` of the backbone → ``(B, out_channels, *size)``."""
+        up = F.interpolate(self.lateral3(maps["block3"]), scale_factor=2, mode="nearest")
+        x = self.out(up + self.lateral2(maps["block2"]))  # (B, out, H/2, W/2)
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class GeometryHeads(nn.Module):
+    """Depth, normal and edge decoders plus the domain discriminator, as one head module.
+
+    The discriminator sees the backbone's ``block3`` map through a gradient reversal layer and
+    classifies every location (1x1 convolutions): a local discriminator, so no region of the
+    feature map can keep a "this is a render" signature.
+
+    Args:
+        feature_dim: the backbone's ``feature_dim`` (channels of ``block3``; ``block2`` has half).
+        reversal: the ``lambda`` of the gradient reversal (0: the discriminator still learns, but
+            the backbone ignores it).
+    """
+
+    def __init__(self, feature_dim: int, reversal: float = 1.0, hidden: int = 32) -> None:
+        super().__init__()
+        self.reversal = reversal
+        self.depth = DenseHead(feature_dim, 1, hidden)
+        self.normals = DenseHead(feature_dim, 3, hidden)
+        self.edges = DenseHead(feature_dim, 1, hidden)
+        self.discriminator = nn.Sequential(
+            nn.Conv2d(feature_dim, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, 1, 1)
+        )
+
+    def forward(self, maps: dict[str, torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        """Backbone ``maps`` → packed outputs ``(B, 6, *size)`` (see :data:`OUTPUT_CHANNELS`)."""
+        features = reverse_gradient(maps["block3"], self.reversal)
+        domain = self.discriminator(features)  # (B, 1, H/4, W/4)
+        domain = F.interpolate(domain, size=size, mode="nearest")
+        return torch.cat([self.depth(maps, size), self.normals(maps, size),
+                          self.edges(maps, size), domain], 1)  # fmt: skip
+
+
+class SyntheticNet(nn.Module):
+    """The shared backbone and the :class:`GeometryHeads`: ``(B, 3, H, W)`` → ``(B, 6, H, W)``."""
+
+    def __init__(self, backbone: nn.Module, head: GeometryHeads) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def config(self) -> dict:
+        return {"backbone": self.backbone.config(), "head": type(self.head).__name__,
+                "reversal": self.head.reversal}  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone.feature_maps(x), x.shape[-2:])
+
+
+def build_head(feature_dim: int, reversal: float = 1.0) -> GeometryHeads:
+    """The decoders and the discriminator (wrap them with the backbone in :class:`SyntheticNet`)."""
+    return GeometryHeads(feature_dim, reversal)
+
+
+# --- objectives and metrics -----------------------------------------------------------------
+
+
+def unpack(outputs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Packed outputs ``(B, 6, H, W)`` → ``depth`` ``(B, 1, H, W)`` (metres), unit ``normals``
+    ``(B, 3, H, W)``, ``edges`` probabilities ``(B, 1, H, W)``, ``real`` probability ``(B,)``."""
+    c = OUTPUT_CHANNELS
+    return {
+        "depth": outputs[:, c["depth"]].float().exp().unsqueeze(1),
+        "normals": F.normalize(outputs[:, c["normals"]].float(), dim=1),
+        "edges": outputs[:, c["edges"]].float().sigmoid().unsqueeze(1),
+        "real": outputs[:, c["domain"]].float().mean((-2, -1)).sigmoid(),
+    }
+
+
+def loss_terms(outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each term of the objective, geometry on rendered rows only.
+
+    - depth: L1 on log-depth (errors relative to the distance, as in depth estimation);
+    - normals: 1 - cosine between predicted and true normals;
+    - edges: binary cross-entropy per pixel;
+    - domain: binary cross-entropy of the discriminator, real vs rendered, at every location.
+    """
+    o, t = outputs.float(), targets.float()
+    rendered = t[:, TARGET_CHANNELS["synthetic"], 0, 0] > 0.5  # (2B,)
+    o_s, t_s = o[rendered], t[rendered]
+    c, tc = OUTPUT_CHANNELS, TARGET_CHANNELS
+    cosine = F.cosine_similarity(o_s[:, c["normals"]], t_s[:, tc["normals"]], dim=1)
+    return {
+        "depth": F.l1_loss(o_s[:, c["depth"]], t_s[:, tc["depth"]].clamp(min=1e-3).log()),
+        "normals": (1 - cosine).mean(),
+        "edges": F.binary_cross_entropy_with_logits(o_s[:, c["edges"]], t_s[:, tc["edges"]]),
+        "domain": F.binary_cross_entropy_with_logits(o[:, c["domain"]], t[:, tc["domain"]]),
+    }
+
+
+def loss(
+    outputs: torch.Tensor, targets: torch.Tensor, weights: dict[str, float] | None = None
+) -> torch.Tensor:
+    """Weighted sum of :func:`loss_terms` (default :data:`LOSS_WEIGHTS`)."""
+    weights = LOSS_WEIGHTS if weights is None else weights
+    return sum(weights[name] * value for name, value in loss_terms(outputs, targets).items())
+
+
+def depth_accuracy(outputs: torch.Tensor, targets: torch.Tensor, threshold: float = 1.25) -> float:
+    """The standard depth metric ``delta < 1.25``: the fraction of rendered pixels whose
+    predicted depth is within a factor 1.25 of the truth (1.0 is perfect)."""
+    rendered = targets[:, TARGET_CHANNELS["synthetic"], 0, 0] > 0.5
+    predicted = outputs[rendered, OUTPUT_CHANNELS["depth"]].float().exp()
+    truth = targets[rendered, TARGET_CHANNELS["depth"]].float()
+    ratio = torch.maximum(predicted / truth, truth / predicted)
+    return (ratio < threshold).float().mean().item()
+
+
+def geometry_scores(outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """Held-out scores of every head on packed ``outputs`` and ``targets``.
+
+    Returns:
+        ``depth_accuracy`` (delta < 1.25), ``normal_error_degrees`` (mean angle), ``edge_f1``
+        (edges thresholded at 0.5), ``domain_accuracy`` (the discriminator's, 0.5 = fooled).
+    """
+    rendered = targets[:, TARGET_CHANNELS["synthetic"], 0, 0] > 0.5
+    p, t = unpack(outputs[rendered]), targets[rendered].float()
+    cosine = (p["normals"] * t[:, TARGET_CHANNELS["normals"]]).sum(1).clamp(-1, 1)
+    edge, truth = p["edges"] > 0.5, t[:, TARGET_CHANNELS["edges"]].unsqueeze(1) > 0.5
+    hits = (edge & truth).sum().item()
+    f1 = 2 * hits / max(1, edge.sum().item() + truth.sum().item())
+    real = unpack(outputs)["real"] > 0.5
+    domain_truth = targets[:, TARGET_CHANNELS["domain"], 0, 0] > 0.5
+    return {
+        "depth_accuracy": depth_accuracy(outputs, targets),
+        "normal_error_degrees": math.degrees(cosine.acos().mean().item()),
+        "edge_f1": f1,
+        "domain_accuracy": (real == domain_truth).float().mean().item(),
+    }
+
+
+def geometry_pictures(
+    depth: torch.Tensor, normals: torch.Tensor, edges: torch.Tensor
+) -> list[torch.Tensor]:
+    """Depth ``(N, 1, H, W)``, normals ``(N, 3, H, W)`` and edges ``(N, 1, H, W)`` as pictures in
+    [0, 1]: inverse depth on a fixed scale (near is bright, the same scale for truth and
+    prediction), normals as colours (x → red, y → green, z → blue), edges as they are."""
+    return [(1 / depth.clamp(min=1)), normals * 0.5 + 0.5, edges]
+
+
+def show_geometry(
+    images: torch.Tensor,
+    depth: torch.Tensor,
+    normals: torch.Tensor,
+    edges: torch.Tensor,
+    suptitle: str | None = None,
+    row_names: tuple = (),
+):
+    """A grid with one column per image: the image, then its depth, normals and edges (each
+    ``(N, C, H, W)``). ``row_names`` label the rows (default: image, depth, normals, edges)."""
+    names = row_names or ("image", "depth", "normals", "edges")
+    rows = [images, *geometry_pictures(depth, normals, edges)]
+    n = len(images)
+    pictures = [row[i].expand(3, -1, -1) for row in rows for i in range(n)]
+    titles = [name if i == 0 else "" for name in names for i in range(n)]
+    return plot.show_images(pictures, titles, ncols=n, suptitle=suptitle)
+
+
+def make_task(bank: Bank | None = None, adapt: bool = True, name: str = "synthetic") -> PretextTask:
+    """The task for :func:`sslbook.train.train`, drawing renders from ``bank``.
+
+    ``adapt=False`` is the ablation without domain adaptation: batches hold renders only and the
+    loss has no domain term (the model's discriminator is then idle).
+    """
+    weights = LOSS_WEIGHTS if adapt else {**LOSS_WEIGHTS, "domain": 0.0}
+    return PretextTask(
+        name,
+        partial(make_pretext_batch, bank=bank, real=adapt),
+        build_head,
+        partial(loss, weights=weights),
+        metric=depth_accuracy,
+        metric_name="depth accuracy (δ < 1.25)",
+    )
+
+
+task = make_task()
