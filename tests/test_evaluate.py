@@ -67,3 +67,15 @@ def test_fine_tune_reports_every_epoch_and_leaves_backbone_untouched(cifar_small
     assert all(0 <= a <= 1 for a in result.epoch_accuracy)
     for k, v in backbone.state_dict().items():
         assert torch.equal(v, before[k])
+
+
+def test_supervised_baselines_of_other_data_get_their_own_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("SSLBOOK_CACHE", str(tmp_path))
+    images = torch.randint(0, 255, (32, 3, 32, 32), dtype=torch.uint8)
+    data = sb.ImageSet(images, torch.arange(32) % 2, ("a", "b"))
+    profile = sb.get_profile("smoke", batch_size=16, width=4)
+    sb.evaluate.baseline_backbones(profile, data, progress=False)
+    sb.evaluate.baseline_backbones(profile, data, progress=False)  # loads the same checkpoint
+    assert len(list((tmp_path / "checkpoints").glob("supervised-*.pt"))) == 1
+    sb.evaluate.baseline_backbones(profile, data, progress=False, dataset="other images")
+    assert len(list((tmp_path / "checkpoints").glob("supervised-*.pt"))) == 2
