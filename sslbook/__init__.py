@@ -3,7 +3,8 @@
 A notebook needs one import line, ``import sslbook as sb``; the pieces live in small modules:
 :mod:`~sslbook.data`, :mod:`~sslbook.transforms`, :mod:`~sslbook.models`,
 :mod:`~sslbook.pretext`, :mod:`~sslbook.train`, :mod:`~sslbook.evaluate`, :mod:`~sslbook.plot`,
-:mod:`~sslbook.config`, :mod:`~sslbook.results` and :mod:`~sslbook.render` (synthetic scenes).
+:mod:`~sslbook.config`, :mod:`~sslbook.results`, :mod:`~sslbook.render` (synthetic scenes) and
+:mod:`~sslbook.video` (moving digits).
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -13,7 +14,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not pip-installed
     __version__ = "0.0.0"
 
-from sslbook import data, evaluate, models, plot, pretext, render, results, transforms
+from sslbook import data, evaluate, models, plot, pretext, render, results, transforms, video
 from sslbook.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from sslbook.config import PROFILES, Profile, get_profile
 from sslbook.data import ImageSet, load_cifar10, load_image_folder, load_mnist
@@ -25,5 +26,5 @@ __all__ = [
     "TrainConfig", "__version__", "build_backbone", "data", "evaluate", "get_profile",
     "load_checkpoint", "load_cifar10", "load_image_folder", "load_mnist", "models", "pick_device",
     "plot", "pretext", "render", "results", "save_checkpoint", "seed_everything", "train",
-    "transforms",
+    "transforms", "video",
 ]  # fmt: skip

@@ -347,18 +347,27 @@ def predict_proba(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256)
 
 
 def baseline_backbones(
-    profile, train_set: ImageSet, seed: int = 0, progress: bool = True
+    profile,
+    train_set: ImageSet,
+    seed: int = 0,
+    progress: bool = True,
+    dataset: str | None = None,
 ) -> dict[str, nn.Module]:
     """The floor and the ceiling of every chapter, on the same backbone and images.
 
     ``"random init"``: the backbone exactly as initialised with ``seed`` (what every method starts
     from), never trained. ``"supervised"``: the same initial network trained with all labels of
     ``train_set`` for ``profile.supervised_epochs``; it is checkpointed, so later chapters reuse it.
+
+    The checkpoint is found by profile, seed and number of images, which is enough for the
+    CIFAR-10 baseline every chapter shares. A chapter that trains the baseline on other images
+    must name them in ``dataset`` (e.g. ``"mnist-frames"``), or it would load CIFAR-10's.
     """
     random_init = build_backbone(profile.width, profile.depth, seed=seed)
     supervised = build_backbone(profile.width, profile.depth, seed=seed)
     config = profile.supervised_config(seed)
-    path = default_path("supervised", profile=profile, seed=seed, n=len(train_set))
+    other_data = {} if dataset is None else {"dataset": dataset}
+    path = default_path("supervised", profile=profile, seed=seed, n=len(train_set), **other_data)
     train_supervised(supervised, train_set, config, checkpoint=path, progress=progress)
     return {"random init": random_init.eval(), "supervised": supervised.eval()}
 

@@ -102,3 +102,15 @@ def test_label_efficiency_curves_use_each_backbones_best_block(cifar_small):
     )
     assert list(curves) == ["a"] and len(curves["a"]) == 2
     assert all(0 <= a <= 1 for a in curves["a"])
+
+
+def test_supervised_baselines_of_other_data_get_their_own_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("SSLBOOK_CACHE", str(tmp_path))
+    images = torch.randint(0, 255, (32, 3, 32, 32), dtype=torch.uint8)
+    data = sb.ImageSet(images, torch.arange(32) % 2, ("a", "b"))
+    profile = sb.get_profile("smoke", batch_size=16, width=4)
+    sb.evaluate.baseline_backbones(profile, data, progress=False)
+    sb.evaluate.baseline_backbones(profile, data, progress=False)  # loads the same checkpoint
+    assert len(list((tmp_path / "checkpoints").glob("supervised-*.pt"))) == 1
+    sb.evaluate.baseline_backbones(profile, data, progress=False, dataset="other images")
+    assert len(list((tmp_path / "checkpoints").glob("supervised-*.pt"))) == 2
