@@ -97,7 +97,7 @@ def test_training_runs_on_a_video_set():
         sb.data.MNIST_CLASSES,
     )
     videos = sb.video.moving_mnist(digits, 32, n_frames=12, seed=0)
-    backbone = sb.build_backbone(width=4, depth=1, seed=0)
+    backbone = sb.build_backbone(width=8, depth=1, seed=0)
     model = sb.PretextModel(backbone, frameorder.build_head(backbone.feature_dim))
     config = sb.TrainConfig(epochs=1, batch_size=16)
     history = sb.train(model, videos, frameorder.task, config, progress=False)
