@@ -10,10 +10,18 @@ Every technique module has the same shape, so a reader who knows one knows all:
   :func:`sslbook.train.train`.
 """
 
-from sslbook.pretext import colorization, context, inpainting, jigsaw, rotation, superres
+from sslbook.pretext import (
+    colorization,
+    context,
+    deepcluster,
+    inpainting,
+    jigsaw,
+    rotation,
+    superres,
+)
 from sslbook.pretext.base import PretextTask, SupervisedTask, accuracy
 
 __all__ = [
-    "PretextTask", "SupervisedTask", "accuracy", "colorization", "context", "inpainting",
-    "jigsaw", "rotation", "superres",
+    "PretextTask", "SupervisedTask", "accuracy", "colorization", "context", "deepcluster",
+    "inpainting", "jigsaw", "rotation", "superres",
 ]  # fmt: skip
