@@ -200,6 +200,10 @@ def train(
         data: training images (uint8); labels are only handed to the task, which may ignore them.
         task: anything with ``make_batch(images, labels, generator)``, ``loss(outputs,
             targets)``, ``metric`` (or ``None``), ``name`` and ``on_epoch_start`` (or ``None``).
+            ``on_epoch_start(model, data, epoch)`` runs before every epoch; if it returns an
+            :class:`~sslbook.data.ImageSet`, that epoch trains on it instead of ``data`` (a task
+            that relabels or resamples the data as it goes, as DeepCluster does). It must hold
+            at least ``len(data)`` images, so every epoch has the same number of steps.
         config: optimisation settings; defaults to :class:`TrainConfig`.
         augment: batched augmentation applied to float images before the task sees them.
         device: where to train; chosen automatically when ``None``.
@@ -272,19 +276,23 @@ def train(
     for epoch in range(start_epoch, config.epochs):
         # One generator per epoch, seeded by (seed, epoch): resuming replays exactly.
         generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        epoch_data = data
         if task.on_epoch_start is not None:
-            task.on_epoch_start(model, data, epoch)
+            relabelled = task.on_epoch_start(model, data, epoch)
+            if relabelled is not None:  # e.g. DeepCluster: resampled images with pseudo-labels
+                epoch_data = _check_epoch_data(relabelled, len(data), task.name)
         model.train()
         if adversary is not None:
             adversary.train()
         started, losses, metrics, adversary_accuracy = time.perf_counter(), [], [], []
-        order = torch.randperm(len(data), generator=generator)
+        order = torch.randperm(len(epoch_data), generator=generator)
         for i in range(steps_per_epoch):
             index = order[i * config.batch_size : (i + 1) * config.batch_size]
-            images = to_float(data.images[index].to(device, non_blocking=True))  # (B, C, H, W)
+            images = to_float(epoch_data.images[index].to(device, non_blocking=True))  # (B,C,H,W)
             if augment is not None:
                 images = augment(images, generator)
-            inputs, targets = task.make_batch(images, data.labels[index].to(device), generator)
+            labels = epoch_data.labels[index].to(device)
+            inputs, targets = task.make_batch(images, labels, generator)
             if inputs.dim() == 4 and device.type != "mps":
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             step = epoch * steps_per_epoch + i
@@ -375,6 +383,17 @@ def train(
         if problem:
             warnings.warn(f"{task.name}: {problem}", RuntimeWarning, stacklevel=2)
     return history
+
+
+def _check_epoch_data(epoch_data, n: int, name: str) -> ImageSet:
+    """What ``on_epoch_start`` returned, checked: an ImageSet of at least ``n`` images."""
+    if not isinstance(epoch_data, ImageSet):
+        raise TypeError(
+            f"{name}: on_epoch_start must return None or an ImageSet, got {type(epoch_data)}"
+        )
+    if len(epoch_data) < n:
+        raise ValueError(f"{name}: on_epoch_start returned {len(epoch_data)} images, not {n}")
+    return epoch_data
 
 
 def _make_optimizer(parameters, config: TrainConfig) -> torch.optim.Optimizer:

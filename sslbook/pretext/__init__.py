@@ -13,6 +13,7 @@ Every technique module has the same shape, so a reader who knows one knows all:
 from sslbook.pretext import (
     colorization,
     context,
+    deepcluster,
     frameorder,
     inpainting,
     jigsaw,
@@ -23,6 +24,6 @@ from sslbook.pretext import (
 from sslbook.pretext.base import PretextTask, SupervisedTask, accuracy
 
 __all__ = [
-    "PretextTask", "SupervisedTask", "accuracy", "colorization", "context", "frameorder",
-    "inpainting", "jigsaw", "rotation", "superres", "synthetic",
+    "PretextTask", "SupervisedTask", "accuracy", "colorization", "context", "deepcluster",
+    "frameorder", "inpainting", "jigsaw", "rotation", "superres", "synthetic",
 ]  # fmt: skip

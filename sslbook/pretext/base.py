@@ -33,8 +33,9 @@ class PretextTask:
         loss: ``(outputs, targets) -> scalar``.
         metric: ``(outputs, targets) -> float``, reported per epoch (``None`` for none).
         metric_name: what ``metric`` measures.
-        on_epoch_start: optional hook ``(model, images, epoch) -> None`` run before every epoch,
-            for tasks that relabel data as they go (DeepCluster).
+        on_epoch_start: optional hook ``(model, data, epoch) -> ImageSet | None`` run before
+            every epoch, for tasks that relabel data as they go (DeepCluster); a returned
+            ``ImageSet`` is what that epoch trains on.
     """
 
     name: str
