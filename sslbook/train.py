@@ -157,6 +157,8 @@ class TrainConfig:
 
     ``optimizer="adam"`` (AdamW, ``momentum`` unused) suits pixel-regression objectives such as
     the generators of the reconstruction chapters, whose small losses SGD follows badly.
+    ``schedule="constant"`` keeps the learning rate at ``lr`` after the warm-up: DeepCluster needs
+    it, because its targets change every epoch and a decayed rate can no longer follow them.
     """
 
     epochs: int = 10
@@ -168,13 +170,18 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"
     optimizer: str = "sgd"
+    schedule: str = "cosine"
 
 
 def learning_rate(step: int, total_steps: int, config: TrainConfig) -> float:
-    """Linear warm-up to ``config.lr``, then cosine decay to zero."""
+    """Linear warm-up to ``config.lr``, then cosine decay to zero (or constant)."""
+    if config.schedule not in ("cosine", "constant"):
+        raise ValueError(f"unknown schedule {config.schedule!r}; choose 'cosine' or 'constant'")
     warmup = max(1, int(config.warmup_fraction * total_steps))
     if step < warmup:
         return config.lr * (step + 1) / warmup
+    if config.schedule == "constant":
+        return config.lr
     progress = (step - warmup) / max(1, total_steps - warmup)
     return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
 
@@ -248,8 +255,6 @@ def train(
     total_steps = steps_per_epoch * config.epochs
     history, start_epoch = History(), 0
     train_config = asdict(config) | {"task": task.name}
-    if config.optimizer == "sgd":
-        del train_config["optimizer"]  # the default: checkpoints from before the option still load
     if adversary is not None:
         adversary.to(device)
         adversary_optimizer = adversary.make_optimizer()

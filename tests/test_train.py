@@ -7,7 +7,13 @@ import sslbook as sb
 from sslbook.checkpoint import CheckpointError
 from sslbook.models import PretextModel
 from sslbook.pretext import rotation
-from sslbook.train import TrainConfig, TrainingDivergedError, pick_precision, train
+from sslbook.train import (
+    TrainConfig,
+    TrainingDivergedError,
+    learning_rate,
+    pick_precision,
+    train,
+)
 
 
 def _model(width=8):
@@ -136,3 +142,15 @@ def test_allocator_setting_is_idempotent():
     from sslbook.train import keep_freed_memory
 
     assert keep_freed_memory() == keep_freed_memory()
+
+
+def test_learning_rate_schedules():
+    cosine = TrainConfig(lr=0.1, warmup_fraction=0.1)
+    constant = TrainConfig(lr=0.1, warmup_fraction=0.1, schedule="constant")
+    for config in (cosine, constant):
+        assert learning_rate(0, 100, config) == pytest.approx(0.01)  # warm-up: 1/10 of the way
+        assert learning_rate(10, 100, config) == pytest.approx(0.1)
+    assert learning_rate(99, 100, cosine) < 0.001  # decays to almost zero
+    assert learning_rate(99, 100, constant) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="constant"):
+        learning_rate(50, 100, TrainConfig(schedule="step"))
