@@ -59,3 +59,14 @@ def locate_patch(patch: torch.Tensor, image: torch.Tensor) -> tuple[int, int]:
     (y, x), *others = torch.nonzero(close).tolist()
     assert not others, "the patch matches several places"
     return y, x
+
+
+def assert_seeded(make_pretext_batch, data: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check that ``make_pretext_batch(data, generator)`` is a pure function of the generator's
+    seed: the same seed gives the same batch, another seed another one. Returns the first batch."""
+    a = make_pretext_batch(data, torch.Generator().manual_seed(5))
+    b = make_pretext_batch(data, torch.Generator().manual_seed(5))
+    c = make_pretext_batch(data, torch.Generator().manual_seed(6))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
+    return a

@@ -4,6 +4,8 @@ import torch
 import sslbook as sb
 from sslbook.pretext import frameorder
 
+from .conftest import assert_seeded
+
 
 def counting_videos(b: int = 64, t: int = 16, size: int = 4) -> torch.Tensor:
     """Videos whose frame ``i`` is filled with the value ``i / 100``: a frame tells its index.
@@ -66,12 +68,7 @@ def test_windows_are_chosen_where_things_move():
 
 
 def test_batches_are_seeded():
-    videos = torch.rand(16, 12, 8, 8)
-    a = frameorder.make_pretext_batch(videos, torch.Generator().manual_seed(0))
-    b = frameorder.make_pretext_batch(videos, torch.Generator().manual_seed(0))
-    c = frameorder.make_pretext_batch(videos, torch.Generator().manual_seed(1))
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    assert not torch.equal(a[0], c[0])
+    assert_seeded(frameorder.make_pretext_batch, torch.rand(16, 12, 8, 8))
 
 
 def test_window_longer_than_the_video_is_an_error():
