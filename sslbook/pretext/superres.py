@@ -95,7 +95,7 @@ def build_adversary(
     weight: float = 1e-2,
     content_weight: float = 1e-2,
     content: str = "discriminator",
-    lr: float = 2e-4,
+    lr: float = 5e-5,
 ) -> Adversary:
     """SRGAN's discriminator (the shared backbone) with its content and adversarial losses.
 
@@ -106,6 +106,10 @@ def build_adversary(
         content: ``"discriminator"`` (default: feature matching on the discriminator's feature
             maps, needs no download), ``"vgg"`` (SRGAN's VGG16 perceptual loss, needs the
             torchvision ImageNet weights) or ``"none"``.
+        lr: the discriminator's Adam learning rate. Small, because telling a restored image from
+            a real one is easy: a discriminator that learns faster wins within an epoch, and its
+            gradient stops teaching the generator (a collapse that
+            :func:`sslbook.adversarial.diagnose` reports).
 
     Raises:
         ValueError: unknown ``content``.
