@@ -32,6 +32,8 @@ def test_notebook_is_committed_clean_and_well_formed(path):
     assert "parameters" in code[1].metadata.get("tags", []), "second code cell: parameters"
     assert "arxiv" in nb.cells[0].source.lower(), "the first cell cites the paper"
     assert "import *" not in "\n".join(c.source for c in code)
+    # Heads and decoders draw their initial weights from the global generator: same seed, same run.
+    assert "sb.seed_everything(seed)" in code[2].source, "the set-up cell seeds everything"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

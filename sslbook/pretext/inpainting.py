@@ -170,11 +170,13 @@ def discriminator_view(
 
 
 def build_adversary(
-    width: int, depth: int, seed: int | None = None, weight: float = 1e-2, lr: float = 2e-4
+    width: int, depth: int, seed: int | None = None, weight: float = 1e-2, lr: float = 5e-5
 ) -> Adversary:
     """The context encoder's adversary: a shared-backbone discriminator judging filled images.
 
     ``weight`` is the adversarial term's weight next to the L2 loss (the paper: 0.001 vs 0.999).
+    ``lr``, the discriminator's Adam learning rate, is small because spotting a mean-coloured
+    fill is easy: a faster discriminator wins within an epoch and stops teaching the generator.
     """
     return Adversary(
         build_discriminator(width, depth, seed=seed),
