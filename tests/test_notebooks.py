@@ -53,6 +53,14 @@ def test_notebook_runs_in_smoke_profile(path, tmp_path, monkeypatch):
     results = tmp_path / "results"
     monkeypatch.setenv("SSLBOOK_RESULTS", str(results))
     run_notebook(path, tmp_path / path.name, SMOKE_PARAMETERS, timeout=600)
+    executed = nbformat.read(tmp_path / path.name, as_version=4)
+    figures = [
+        output
+        for cell in executed.cells
+        for output in cell.get("outputs", [])
+        if "image/png" in output.get("data", {})
+    ]
+    assert figures, f"{path.name} showed no figure (is MPLBACKEND set to a non-inline backend?)"
     summaries = list(results.glob("*-smoke-seed0.json"))
     assert len(summaries) == 1, f"{path.name} wrote {summaries}"
     summary = json.loads(summaries[0].read_text())
