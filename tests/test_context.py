@@ -60,9 +60,14 @@ def test_all_positions_occur_and_batches_are_deterministic():
     assert torch.bincount(a[1], minlength=8).min() > 25  # roughly uniform over the 8 labels
 
 
-def test_colour_is_dropped_by_default_and_kept_in_the_shortcut_task():
-    images = torch.rand(16, 3, 32, 32)
-    dropped, _ = context.make_pretext_batch(images, torch.Generator().manual_seed(0))
+def test_colour_defences_and_the_shortcut_task_that_keeps_colour():
+    images = torch.rand(64, 3, 32, 32)
+    greyed, _ = context.make_pretext_batch(images, torch.Generator().manual_seed(0))  # default
+    grey = (greyed[:, :, 0] == greyed[:, :, 1]).flatten(2).all(-1)  # (64, 2): patch is grey
+    assert 0.1 < grey.float().mean() < 0.5  # about 30 % of the patches lose their colour
+    dropped, _ = context.make_pretext_batch(
+        images[:16], torch.Generator().manual_seed(0), colour="drop"
+    )
     flat = dropped.flatten(-2).std(-1)  # (16, 2, 3): spread of each channel
     assert ((flat > 0.05).sum(-1) == 1).all()  # one live channel per patch
     shortcut = context.make_task(context.SHORTCUT_GRID, colour="keep")
