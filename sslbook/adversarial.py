@@ -121,7 +121,11 @@ class EncoderDecoder(nn.Module):
         self.decoder = decoder
 
     def config(self) -> dict:
-        return {"backbone": self.backbone.config(), "decoder": type(self.decoder).__name__}
+        decoder = type(self.decoder).__name__
+        bottleneck = getattr(self.decoder, "bottleneck", None)
+        if bottleneck is not None and not isinstance(bottleneck, nn.Identity):
+            decoder += f" + {type(bottleneck).__name__}"
+        return {"backbone": self.backbone.config(), "decoder": decoder}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.backbone.feature_maps(x)["block3"]  # (B, 4w, H/4, W/4)

@@ -74,9 +74,11 @@ def test_loss_ignores_the_far_context_and_is_zero_for_a_perfect_fill():
     assert torch.equal(filled[..., :8, :], images[..., :8, :]) and (filled[..., 12, 12] == 0).all()
 
 
-def test_encoder_decoder_output_shape_and_starts_as_identity():
+@pytest.mark.parametrize("spatial", [None, 8])  # without and with the channel-wise FC layer
+def test_encoder_decoder_output_shape_and_starts_as_identity(spatial):
     backbone = build_backbone(8, 1, seed=0)
-    model = EncoderDecoder(backbone, inpainting.build_head(backbone.feature_dim)).eval()
+    head = inpainting.build_head(backbone.feature_dim, spatial=spatial)
+    model = EncoderDecoder(backbone, head).eval()
     x = _images()
     y = model(x)
     assert y.shape == x.shape
