@@ -151,6 +151,9 @@ class History:
         return self.images_seen / self.seconds if self.seconds else float("nan")
 
 
+SCHEDULES = ("cosine", "constant")  # learning-rate schedules after the warm-up
+
+
 @dataclass
 class TrainConfig:
     """Optimisation settings (SGD with Nesterov momentum, linear warm-up, cosine decay).
@@ -172,11 +175,15 @@ class TrainConfig:
     optimizer: str = "sgd"
     schedule: str = "cosine"
 
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(
+                f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}"
+            )
+
 
 def learning_rate(step: int, total_steps: int, config: TrainConfig) -> float:
     """Linear warm-up to ``config.lr``, then cosine decay to zero (or constant)."""
-    if config.schedule not in ("cosine", "constant"):
-        raise ValueError(f"unknown schedule {config.schedule!r}; choose 'cosine' or 'constant'")
     warmup = max(1, int(config.warmup_fraction * total_steps))
     if step < warmup:
         return config.lr * (step + 1) / warmup

@@ -153,4 +153,4 @@ def test_learning_rate_schedules():
     assert learning_rate(99, 100, cosine) < 0.001  # decays to almost zero
     assert learning_rate(99, 100, constant) == pytest.approx(0.1)
     with pytest.raises(ValueError, match="constant"):
-        learning_rate(50, 100, TrainConfig(schedule="step"))
+        learning_rate(50, 100, TrainConfig(schedule="step"))  # refused when built
