@@ -89,6 +89,12 @@ class Decoder(nn.Module):
         nn.init.zeros_(self.out.weight)  # start as the identity: output = input
         nn.init.zeros_(self.out.bias)
 
+    def config(self) -> str:
+        """``"Decoder"``, or ``"Decoder + ChannelwiseFC"`` with the bottleneck (for checkpoints)."""
+        if isinstance(self.bottleneck, ChannelwiseFC):
+            return "Decoder + ChannelwiseFC"
+        return "Decoder"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.bottleneck(x)  # (B, C, h, w)
         x = self.up2(self.up1(x))  # (B, hidden/2, 4h, 4w)
@@ -121,11 +127,9 @@ class EncoderDecoder(nn.Module):
         self.decoder = decoder
 
     def config(self) -> dict:
-        decoder = type(self.decoder).__name__
-        bottleneck = getattr(self.decoder, "bottleneck", None)
-        if bottleneck is not None and not isinstance(bottleneck, nn.Identity):
-            decoder += f" + {type(bottleneck).__name__}"
-        return {"backbone": self.backbone.config(), "decoder": decoder}
+        decoder = self.decoder
+        name = decoder.config() if hasattr(decoder, "config") else type(decoder).__name__
+        return {"backbone": self.backbone.config(), "decoder": name}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.backbone.feature_maps(x)["block3"]  # (B, 4w, H/4, W/4)
