@@ -314,11 +314,23 @@ def load_image_folder(
     """Your own photos as an :class:`ImageSet`, centre-cropped to squares of ``size`` pixels.
 
     Sub-folders become classes (as in ``torchvision.datasets.ImageFolder``); images directly in
-    ``folder`` are unlabelled (label ``-1``). Files that cannot be decoded are skipped with one
-    warning that lists them, so one bad photo never stops a run.
-    """
-    from PIL import Image, UnidentifiedImageError
+    ``folder`` are unlabelled (label ``-1``). Every file is fully decoded here, once, so a damaged
+    one (unreadable, or a PNG or JPEG cut short) is found before training rather than mid-epoch;
+    such files are skipped with one warning that lists them, so one bad photo never stops a run.
 
+    Args:
+        folder: the folder of images (searched recursively).
+        size: side of the square images returned.
+        n: keep only ``n`` images (class-balanced when every image has a class).
+        seed: which ``n`` images.
+
+    Returns:
+        An :class:`ImageSet` with ``(N, 3, size, size)`` images.
+
+    Raises:
+        DataNotFoundError: ``folder`` is missing or holds no image files.
+        CorruptImageError: none of its image files can be decoded.
+    """
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise DataNotFoundError(f"{folder} is not a directory; pass the folder of your images.")
@@ -328,23 +340,27 @@ def load_image_folder(
     if not files:
         raise DataNotFoundError(
             f"{folder} holds no images (looked for {', '.join(IMAGE_SUFFIXES)} in it and its "
-            "sub-folders)."
+            "sub-folders). Copy your photos into it, one sub-folder per class if you want to "
+            "probe the features, or pass the folder that holds them."
         )
     classes = tuple(sorted({p.parent.name for p in files if p.parent != folder}))
     images, labels, skipped = [], [], []
     for path in files:
-        try:
-            with Image.open(path) as image:
-                images.append(_square_resize(image.convert("RGB"), size))
-        except (UnidentifiedImageError, OSError, ValueError):
+        pixels = _decode_photo(path, size)
+        if pixels is None:
             skipped.append(path)
             continue
+        images.append(pixels)
         labels.append(classes.index(path.parent.name) if path.parent != folder else -1)
     if skipped:
         listed = "\n  ".join(str(p) for p in skipped)
         warnings.warn(f"skipped {len(skipped)} unreadable image(s):\n  {listed}", stacklevel=2)
     if not images:
-        raise CorruptImageError(f"none of the {len(files)} image files in {folder} could be read.")
+        raise CorruptImageError(
+            f"none of the {len(files)} image files in {folder} could be read (the warning above "
+            "lists them): they are damaged or in a format Pillow cannot decode. Open one in an "
+            "image viewer; re-save your photos as PNG or JPEG."
+        )
     tensor = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
     result = ImageSet(tensor, torch.tensor(labels), classes, folder.name)
     if n is None or n >= len(result):
@@ -355,6 +371,21 @@ def load_image_folder(
     return result.stratified(n, seed)
 
 
+def _decode_photo(path: Path, size: int) -> np.ndarray | None:
+    """``(size, size, 3)`` uint8 pixels of one file, or ``None`` when it cannot be decoded.
+
+    ``Image.open`` reads only the header; ``convert`` decodes every pixel, so a truncated file
+    fails here (Pillow raises ``OSError``) and not later.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return _square_resize(image.convert("RGB"), size)
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError):
+        return None
+
+
 def _square_resize(image, size: int) -> np.ndarray:
     from PIL import Image
 
@@ -362,6 +393,106 @@ def _square_resize(image, size: int) -> np.ndarray:
     left, top = (image.width - side) // 2, (image.height - side) // 2
     square = image.crop((left, top, left + side, top + side))
     return np.asarray(square.resize((size, size), Image.Resampling.BICUBIC), dtype=np.uint8)
+
+
+def split_labelled(data: ImageSet, per_class: int, seed: int = 0) -> tuple[ImageSet, ImageSet]:
+    """Split the labelled images of ``data`` for a probe: ``per_class`` training images of every
+    class, and all the other labelled images for testing.
+
+    With a folder of your own photos, the labelled images are usually few; every one that does
+    not train the probe measures it, so the test accuracy is as precise as the folder allows.
+    Unlabelled images (label ``-1``) are left out of both.
+
+    Args:
+        data: images with labels (``-1``: unlabelled).
+        per_class: labelled training images per class.
+        seed: which images train the probe.
+
+    Returns:
+        ``(train, test)``: ``per_class * C`` images, and the remaining labelled ones.
+
+    Raises:
+        ValueError: fewer than two classes, or a class with no image left for testing.
+    """
+    labelled = data[data.labels >= 0]
+    counts = torch.bincount(labelled.labels, minlength=len(data.classes))
+    if (counts > 0).sum() < 2:
+        raise ValueError(
+            f"a probe needs labelled images of at least two classes; {data.name} has "
+            f"{len(labelled)} labelled image(s). Put the images in sub-folders, one per class."
+        )
+    short = [f"{data.classes[c]} ({int(k)})" for c, k in enumerate(counts) if 0 < k <= per_class]
+    if short:
+        raise ValueError(
+            f"{per_class} training images per class leave none to test on for: "
+            f"{', '.join(short)}. Add images to these classes or lower per_class."
+        )
+    train_index = stratified_indices(labelled.labels, per_class * int((counts > 0).sum()), seed)
+    test_mask = torch.ones(len(labelled), dtype=torch.bool)
+    test_mask[train_index] = False
+    return labelled[train_index], labelled[test_mask]
+
+
+DEMO_CLASSES = ("airplane", "automobile", "bird", "cat")
+DEMO_MARKER = ".sslbook-demo"
+
+
+def make_demo_folder(
+    path: str | os.PathLike,
+    n_per_class: int = 64,
+    classes: Sequence[str] = DEMO_CLASSES,
+    seed: int = 0,
+    corrupt: int = 2,
+    root: str | os.PathLike | None = None,
+) -> Path:
+    """Write a small folder of photos laid out as a reader's would be, from CIFAR-10 test images.
+
+    It stands in for your own photos where there are none (CI, a first try): one sub-folder per
+    class of ``n_per_class`` PNGs, plus ``corrupt`` damaged files (alternately a PNG cut in half
+    and a text file named ``.jpg``) that :func:`load_image_folder` skips with its warning.
+
+    A folder written earlier by this function is replaced; any other non-empty folder is refused,
+    so your own files are never deleted.
+
+    Args:
+        path: the folder to write.
+        n_per_class: images per class.
+        classes: CIFAR-10 class names, one sub-folder each.
+        seed: which test images.
+        corrupt: how many damaged files to add.
+        root: data root of CIFAR-10 (see :func:`data_root`).
+
+    Returns:
+        ``path``, holding ``n_per_class * len(classes) + corrupt`` files.
+
+    Raises:
+        FileExistsError: ``path`` is a non-empty folder this function did not write.
+    """
+    import shutil
+
+    from PIL import Image
+
+    path = Path(path).expanduser()
+    if path.is_dir() and any(path.iterdir()):
+        if not (path / DEMO_MARKER).exists():
+            raise FileExistsError(f"{path} is not empty; pick a new folder for the demo images.")
+        shutil.rmtree(path)
+    photos = load_cifar10("test", n=n_per_class * len(classes), seed=seed, root=root,
+                          classes=classes)  # fmt: skip
+    for name in photos.classes:
+        (path / name).mkdir(parents=True, exist_ok=True)
+    (path / DEMO_MARKER).write_text("written by sslbook.data.make_demo_folder\n")
+    pixels = photos.images.permute(0, 2, 3, 1).numpy()  # (N, 32, 32, 3)
+    for i, (array, label) in enumerate(zip(pixels, photos.labels.tolist(), strict=True)):
+        Image.fromarray(array).save(path / photos.classes[label] / f"{i:05d}.png")
+    for i in range(corrupt):
+        folder = path / photos.classes[i % len(classes)]
+        if i % 2 == 0:
+            whole = min(folder.glob("[0-9]*.png")).read_bytes()
+            (folder / f"broken-{i}.png").write_bytes(whole[: len(whole) // 2])
+        else:
+            (folder / f"broken-{i}.jpg").write_text("this is not a photo")
+    return path
 
 
 # --------------------------------------------------------------------------- helpers

@@ -425,3 +425,31 @@ def fine_tune_curves(
         ]
         for name, net in backbones.items()
     }
+
+
+@torch.no_grad()
+def nearest_neighbours(
+    features: torch.Tensor, queries: torch.Tensor | Sequence[int], k: int = 5
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` images most similar to each query image, among all the others.
+
+    Looking at them shows what a representation considers alike, with or without labels; it
+    uses the cosine similarity of centred features, as :func:`knn_accuracy` does.
+
+    Args:
+        features: ``(N, D)`` features of every image (e.g. from :func:`extract_features`).
+        queries: ``(Q,)`` indices of the query images.
+        k: neighbours per query (at most ``N - 1``).
+
+    Returns:
+        ``(indices, similarities)``, both ``(Q, k)``, most similar first; a query is never its own
+        neighbour.
+    """
+    queries = torch.as_tensor(queries, dtype=torch.long)
+    if not 0 < k < len(features):
+        raise ValueError(f"k must be between 1 and {len(features) - 1} (N - 1), got {k}")
+    normed = F.normalize(features - features.mean(0), dim=1)
+    sims = normed[queries] @ normed.T  # (Q, N)
+    sims[torch.arange(len(queries)), queries] = -float("inf")
+    top_sims, top_idx = sims.topk(k, dim=1)
+    return top_idx, top_sims

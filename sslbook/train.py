@@ -242,11 +242,7 @@ def train(
         TrainingDivergedError: the loss (or the adversary's loss) became NaN or infinite.
     """
     config = config or TrainConfig()
-    if len(data) < config.batch_size:
-        raise ValueError(
-            f"{len(data)} images cannot fill one batch of {config.batch_size}: use more images "
-            "or a smaller batch_size."
-        )
+    _check_batch_fits(len(data), config.batch_size)
     device = pick_device(device)
     precision = pick_precision(device, config.precision)
     keep_freed_memory()
@@ -395,6 +391,21 @@ def train(
         if problem:
             warnings.warn(f"{task.name}: {problem}", RuntimeWarning, stacklevel=2)
     return history
+
+
+def _check_batch_fits(n_images: int, batch_size: int) -> None:
+    """Refuse, before any work, a dataset that cannot fill one batch: an epoch would have no
+    step, and the run would end "trained" without a single update."""
+    if n_images >= batch_size:
+        return
+    suggestion = 1 << max(0, n_images.bit_length() - 1)  # the largest power of two that fits
+    raise ValueError(
+        f"{n_images} images cannot fill one batch of {batch_size}: add images (at least "
+        f"{batch_size}), or train with a smaller batch_size, e.g. "
+        f"config = profile.train_config(seed, batch_size={suggestion}), or "
+        f"sb.get_profile(name, batch_size={suggestion}) for code that takes a whole profile "
+        f"(sb.compare.pretrain)."
+    )
 
 
 def _check_epoch_data(epoch_data, n: int, name: str) -> ImageSet:

@@ -143,3 +143,90 @@ def test_image_folder_skips_unreadable_files_with_a_warning(tmp_path):
 def test_image_folder_empty_is_an_error(tmp_path):
     with pytest.raises(DataNotFoundError, match="holds no images"):
         sb.load_image_folder(tmp_path)
+
+
+def _photo_folder(root, classes=("beach", "forest"), per_class=3, size=(40, 60)):
+    """A folder of small random photos, one sub-folder per class."""
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+def test_image_folder_empty_error_says_what_to_do(tmp_path):
+    (tmp_path / "notes.txt").write_text("no photos here")
+    with pytest.raises(DataNotFoundError, match="Copy your photos into it"):
+        sb.load_image_folder(tmp_path)
+
+
+def test_image_folder_skips_truncated_files_at_load_time(tmp_path):
+    _photo_folder(tmp_path)
+    whole = (tmp_path / "beach" / "0.png").read_bytes()
+    (tmp_path / "beach" / "cut.png").write_bytes(whole[: len(whole) // 2])
+    jpeg = tmp_path / "forest" / "cut.jpg"
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(jpeg)
+    jpeg.write_bytes(jpeg.read_bytes()[:200])
+    with pytest.warns(UserWarning, match="skipped 2 unreadable") as caught:
+        images = sb.load_image_folder(tmp_path, size=16)
+    message = str(caught[0].message)
+    assert str(tmp_path / "beach" / "cut.png") in message
+    assert str(tmp_path / "forest" / "cut.jpg") in message
+    assert images.images.shape == (6, 3, 16, 16)
+    assert images.labels.tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_image_folder_with_only_unreadable_files_is_a_clear_error(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"\x89PNG broken")
+    (tmp_path / "b.jpg").write_text("not a photo")
+    with pytest.warns(UserWarning, match="b.jpg"):
+        with pytest.raises(CorruptImageError, match="none of the 2 image files") as error:
+            sb.load_image_folder(tmp_path)
+    assert "PNG or JPEG" in str(error.value)
+
+
+def test_split_labelled_keeps_every_other_labelled_image_for_testing():
+    labels = torch.tensor([0] * 5 + [1] * 4 + [-1] * 3)
+    data = sb.ImageSet(torch.zeros(12, 3, 4, 4, dtype=torch.uint8), labels, ("a", "b"))
+    train, test = sb.data.split_labelled(data, per_class=2, seed=0)
+    assert torch.bincount(train.labels).tolist() == [2, 2]
+    assert torch.bincount(test.labels).tolist() == [3, 2]
+    with pytest.raises(ValueError, match=r"b \(4\)"):
+        sb.data.split_labelled(data, per_class=4)
+    unlabelled = sb.ImageSet(data.images, torch.full((12,), -1), (), "photos")
+    with pytest.raises(ValueError, match="sub-folders, one per class"):
+        sb.data.split_labelled(unlabelled, per_class=2)
+
+
+@needs_data
+def test_demo_folder_holds_cifar_photos_and_broken_files(tmp_path):
+    folder = sb.data.make_demo_folder(tmp_path / "demo", n_per_class=5, corrupt=2)
+    sub_folders = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    assert sub_folders == sorted(sb.data.DEMO_CLASSES)
+    with pytest.warns(UserWarning, match="skipped 2 unreadable") as caught:
+        images = sb.load_image_folder(folder)
+    assert "broken-0.png" in str(caught[0].message) and "broken-1.jpg" in str(caught[0].message)
+    assert images.images.shape == (20, 3, 32, 32)
+    assert torch.bincount(images.labels).tolist() == [5] * 4
+    cifar = sb.load_cifar10("test", n=20, classes=sb.data.DEMO_CLASSES)
+    assert torch.equal(images.images.sort(0).values, cifar.images.sort(0).values)
+    # Written again (e.g. a re-run), it is replaced; a reader's folder is never overwritten.
+    sb.data.make_demo_folder(folder, n_per_class=2, corrupt=0)
+    assert len(sb.load_image_folder(folder)) == 8
+    with pytest.raises(FileExistsError, match="not empty"):
+        sb.data.make_demo_folder(_photo_folder(tmp_path / "mine"))
+
+
+def test_training_on_fewer_images_than_a_batch_says_how_to_fix_it():
+    tiny = sb.ImageSet(torch.zeros(20, 3, 8, 8, dtype=torch.uint8), torch.zeros(20).long(), ("a",))
+    backbone = sb.build_backbone(width=8, depth=1)
+    model = sb.PretextModel(backbone, sb.pretext.rotation.build_head(backbone.feature_dim))
+    config = sb.get_profile("smoke").train_config(0)  # batch_size 64
+    with pytest.raises(ValueError) as error:
+        sb.train(model, tiny, sb.pretext.rotation.task, config, progress=False)
+    message = str(error.value)
+    assert "20 images cannot fill one batch of 64" in message
+    assert "add images" in message and "train_config(seed, batch_size=16)" in message
+    assert model.training  # refused before any training step

@@ -114,3 +114,14 @@ def test_supervised_baselines_of_other_data_get_their_own_checkpoint(tmp_path, m
     assert len(list((tmp_path / "checkpoints").glob("supervised-*.pt"))) == 1
     sb.evaluate.baseline_backbones(profile, data, progress=False, dataset="other images")
     assert len(list((tmp_path / "checkpoints").glob("supervised-*.pt"))) == 2
+
+
+def test_nearest_neighbours_are_the_most_similar_others():
+    features = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9], [-1.0, -1.0]])
+    index, sims = sb.evaluate.nearest_neighbours(features, [0, 2], k=2)
+    assert index.shape == sims.shape == (2, 2)
+    assert index[:, 0].tolist() == [1, 3]  # the closest other image, never the query itself
+    assert 0 not in index[0].tolist() and 2 not in index[1].tolist()
+    assert (sims[:, 0] >= sims[:, 1]).all()
+    with pytest.raises(ValueError, match="between 1 and 4"):
+        sb.evaluate.nearest_neighbours(features, [0], k=5)
