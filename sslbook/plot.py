@@ -17,7 +17,10 @@ from sslbook.transforms import to_float
 
 #: One colour per method, the same in every chapter.
 METHOD_COLORS = {"random init": "#9e9e9e", "supervised": "#37474f"}
-_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
+_PALETTE = [  # matplotlib's tab10 without its grey: one colour for each of the nine techniques
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22",
+    "#17becf",
+]  # fmt: skip
 
 
 def color_of(method: str, index: int = 0) -> str:
@@ -163,3 +166,64 @@ def plot_label_efficiency(
     what :func:`sslbook.evaluate.label_efficiency_curves` returns."""
     return plot_curves(curves, labels_per_class, "labelled images per class", title=title,
                        log_x=True, chance=chance, ax=ax)  # fmt: skip
+
+
+def plot_method_bars(
+    summary: Mapping[str, Mapping[str, tuple[float, float]]],
+    metrics: Sequence[str] = ("linear_probe", "knn"),
+    reference: str | None = "random init",
+    title: str = "Frozen features on the test set",
+):
+    """One horizontal bar per method and panel per metric, with the spread over seeds as error
+    bars, for many methods at once (``{method: {metric: (mean, std)}}``, as
+    :func:`sslbook.compare.aggregate` returns). A dotted line marks ``reference``'s mean."""
+    methods = list(summary)
+    figsize = (4.2 * len(metrics), 0.34 * len(methods) + 1.4)
+    fig, axes = plt.subplots(1, len(metrics), figsize=figsize, sharey=True, squeeze=False)
+    ys = np.arange(len(methods))[::-1]
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        means = np.array([summary[m][metric][0] for m in methods])
+        spreads = np.array([summary[m][metric][1] for m in methods])
+        colours = [color_of(m, i) for i, m in enumerate(methods)]
+        ax.barh(ys, means, xerr=spreads, color=colours, capsize=3)
+        for y, mean in zip(ys, means, strict=True):
+            ax.text(mean + 0.005, y + 0.2, f"{mean:.1%}", fontsize=7)
+        if reference in summary:
+            ax.axvline(summary[reference][metric][0], color="black", linestyle=":", linewidth=1)
+        ax.set(
+            xlabel=metric.replace("_", " "), xlim=(0, min(1.0, means.max() + spreads.max() + 0.1))
+        )
+        ax.grid(axis="x", alpha=0.3)
+    axes[0, 0].set_yticks(ys, methods)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_feature_maps(
+    maps: Mapping[str, Mapping[str, Sequence]],
+    classes: Sequence[str],
+    ncols: int = 4,
+    size: float = 2.6,
+):
+    """Scatter plots of 2-D feature maps, one per method (``{method: {"xy": (n, 2), "labels":
+    (n,)}}``, e.g. t-SNE), points coloured by true class: clusters of one colour mean the
+    features separate that class without ever having seen a label."""
+    nrows = -(-len(maps) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    for ax, (method, points) in zip(axes.flat, maps.items(), strict=False):  # spare axes stay empty
+        xy, labels = np.asarray(points["xy"]), np.asarray(points["labels"])
+        ax.scatter(xy[:, 0], xy[:, 1], c=cmap(labels % 10), s=4, linewidths=0)
+        ax.set_title(method, fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes.flat[len(maps) :]:
+        ax.axis("off")
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=cmap(i), label=c)
+               for i, c in enumerate(classes)]  # fmt: skip
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(classes), 10), frameon=False,
+               fontsize=8)  # fmt: skip
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig

@@ -1,7 +1,9 @@
-"""Machine-readable chapter summaries, read later by the comparison chapter.
+"""Machine-readable results: every chapter's summary and the comparison's table.
 
 Every technique notebook ends with :func:`write_summary`, producing
-``<results dir>/<technique>-<profile>-seed<seed>.json``. The results directory is
+``<results dir>/<technique>-<profile>-seed<seed>.json``; the comparison chapter keeps one file per
+method and seed under ``<results dir>/comparison/`` (reused by a later build of the same code)
+and its table in ``comparison-<profile>-seed<seed>.json``. The results directory is
 ``$SSLBOOK_RESULTS`` if set, else ``_build/results`` at the root of the book (the folder holding
 ``_config.yml``), else a ``results`` folder in the user cache.
 """
@@ -16,6 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from sslbook.data import cache_dir
@@ -74,31 +77,54 @@ def write_summary(summary: dict, directory: str | os.PathLike | None = None) -> 
         value = summary[key]
         if not (isinstance(value, float | int) and 0.0 <= value <= 1.0):
             raise ValueError(f"summary[{key!r}] must be an accuracy in [0, 1], got {value!r}")
-    full = {
-        **summary,
+    folder = Path(directory) if directory is not None else results_dir()
+    path = folder / f"{summary['technique']}-{summary['profile']}-seed{summary['seed']}.json"
+    return write_json(path, {**summary, **provenance()})
+
+
+def write_comparison(comparison: dict, directory: str | os.PathLike | None = None) -> Path:
+    """Atomically write the comparison chapter's table (``profile``, ``seed`` and ``summary``
+    required) as ``comparison-<profile>-seed<seed>.json``; returns the file's path."""
+    missing = [k for k in ("profile", "seed", "summary") if k not in comparison]
+    if missing:
+        raise ValueError(f"the comparison lacks {missing}")
+    folder = Path(directory) if directory is not None else results_dir()
+    path = folder / f"comparison-{comparison['profile']}-seed{comparison['seed']}.json"
+    return write_json(path, {"technique": "comparison", **comparison, **provenance()})
+
+
+def provenance() -> dict:
+    """What produced a result: code version, torch, machine, device and time."""
+    return {
         "code_version": code_version(),
         "torch": torch.__version__,
         "machine": platform.machine(),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    folder = Path(directory) if directory is not None else results_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{summary['technique']}-{summary['profile']}-seed{summary['seed']}.json"
+
+
+def write_json(path: str | os.PathLike, data: dict) -> Path:
+    """Write ``data`` as JSON to ``path`` atomically (a temporary file, then a rename), so an
+    interrupted run never leaves half a file for a later build to read."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(full, indent=2, default=_jsonable) + "\n")
+    tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
     os.replace(tmp, path)
     return path
 
 
 def read_summaries(directory: str | os.PathLike | None = None) -> list[dict]:
-    """Every summary in the results directory, sorted by file name."""
+    """Every chapter summary in the results directory, sorted by file name (the comparison's
+    own table is not a chapter summary and is left out)."""
     folder = Path(directory) if directory is not None else results_dir()
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    files = [p for p in sorted(folder.glob("*.json")) if not p.name.startswith("comparison-")]
+    return [json.loads(p.read_text()) for p in files]
 
 
 def _jsonable(value):
-    if isinstance(value, torch.Tensor):
+    if isinstance(value, torch.Tensor | np.ndarray):
         return value.tolist()
     if isinstance(value, float) and not math.isfinite(value):
         return None
