@@ -1,6 +1,9 @@
-"""The repository keeps its promises: layout, README commands, CI entry point."""
+"""The repository keeps its promises: layout, README commands, CI entry points, Colab links."""
 
 import re
+
+import nbformat
+import yaml
 
 from .conftest import REPO
 
@@ -23,6 +26,11 @@ def test_ci_runs_the_readme_test_command_verbatim():
     assert test.strip() in (REPO / ".ci" / "run").read_text()
 
 
+def test_github_workflow_runs_the_readme_test_command_verbatim():
+    _, test = _readme_commands()
+    assert test.strip() in (REPO / ".github" / "workflows" / "book.yml").read_text()
+
+
 def test_top_level_layout():
     expected = {
         "book", "notebooks", "sslbook", "tests", "benchmarks", "_config.yml", "_toc.yml",
@@ -31,3 +39,21 @@ def test_top_level_layout():
     tracked = {p.name for p in REPO.iterdir() if not p.name.startswith(".")}
     assert expected <= tracked
     assert (REPO / ".ci" / "run").exists()
+
+
+def test_colab_buttons_and_install_cells_point_at_the_books_repository():
+    """The rocket button opens a notebook on Colab, whose first cell installs the package from
+    ``repository.url``: one URL, so the book and its notebooks cannot drift apart."""
+    config = yaml.safe_load((REPO / "_config.yml").read_text())
+    colab, repository = config["launch_buttons"]["colab_url"], config["repository"]["url"]
+    assert colab.startswith("https://colab.research.google.com")
+    assert repository.startswith("https://github.com/")
+    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        first = next(c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+        installs = re.findall(r"git\+([^\s\"'@#]+)", first.source)
+        assert installs == [repository], f"{path.name}'s Colab cell installs from {installs}"
+    github = repository.removeprefix("https://github.com/")
+    assert (
+        f"{colab}/github/{github}/blob/{config['repository']['branch']}/"
+        in (REPO / "README.md").read_text()
+    ), "the README's Colab link opens another repository"
