@@ -1,0 +1,227 @@
+"""How fast does each technique train here, and how close is that to the machine's matmul peak?
+
+``throughput.py`` times the bare backbone on random tensors. Here the whole training step of
+every technique counts, as the comparison chapter trains it (``sb.compare.recipe``): drawing the
+images, augmenting them, making the pretext batch, the network, the loss and, for the two GAN
+chapters, the discriminator's step. Each technique trains for one epoch on ``--images`` CIFAR-10
+training images (frame order: as many Moving-MNIST videos) through ``sb.train``, in a fresh
+process so that its peak memory is its own, after one untimed warm-up step on a copy.
+
+Prints one row per technique: source images/s (``History.images_per_second``), network inputs
+per image and per second, training FLOPs per source image (forward + backward, counted by
+``torch.utils.flop_counter`` on one pretext batch), the GFLOP/s that makes and its fraction of the
+matmul peak of the training precision, the seconds in the loop and in the whole ``sb.train``
+call (the difference is DeepCluster's clustering before the epoch), and memory.
+
+    python benchmarks/techniques.py --profile cpu
+    python benchmarks/techniques.py --profile smoke --images 128 --techniques rotation jigsaw
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+import traceback
+import warnings
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+import torch
+from benchtools import in_fresh_process, machine, peak_rss_bytes
+from throughput import measure_peak, peak_name
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import sslbook as sb
+from sslbook.compare import Recipe
+from sslbook.train import autocast, keep_freed_memory, pick_precision
+from sslbook.transforms import random_crop_flip, to_float
+
+SEED = 0
+NOTES = """\
+FLOPs: forward + backward of one step, the discriminator's included (inpainting, superres).
+train() s - loop s: work before the epoch, mostly DeepCluster's clustering (not in images/s).
+train MB: growth of peak RSS during training (CUDA: peak memory allocated on the GPU)."""
+COLUMNS = (  # (heading, key in a result, format)
+    ("technique", "technique", "{}"),
+    ("inputs/img", "inputs_per_image", "{:.3g}"),
+    ("images/s", "images_per_second", "{:.0f}"),
+    ("inputs/s", "inputs_per_second", "{:.0f}"),
+    ("MFLOP/img", "mflop_per_image", "{:.1f}"),
+    ("GFLOP/s", "gflop_per_second", "{:.1f}"),
+    ("% of peak", "fraction_of_peak", "{:.1%}"),
+    ("loop s", "loop_seconds", "{:.2f}"),
+    ("train() s", "train_seconds", "{:.2f}"),
+    ("train MB", "train_mb", "{:.0f}"),
+    ("peak RSS MB", "peak_rss_mb", "{:.0f}"),
+)
+
+
+def first_batch(plan: Recipe, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``(inputs, targets, source images)`` of one pretext batch, made as ``sb.train`` makes it."""
+    generator = torch.Generator().manual_seed(SEED)
+    n = plan.config.batch_size
+    images = random_crop_flip(to_float(plan.data.images[:n].to(device)), generator)
+    inputs, targets = plan.task.make_batch(images, plan.data.labels[:n].to(device), generator)
+    if inputs.dim() == 4 and device.type != "mps":
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    return inputs, targets, n
+
+
+def training_step(
+    model: nn.Module, adversary: nn.Module | None, task, inputs, targets, device, precision: str
+) -> None:
+    """Forward and backward passes of one ``sb.train`` step (the discriminator's, then the
+    network's), without the optimiser updates, whose FLOPs are negligible."""
+    with autocast(device, precision):
+        outputs = model(inputs)
+        loss = task.loss(outputs, targets)
+    if adversary is not None:
+        with autocast(device, precision):
+            adversary_loss, _ = adversary.discriminator_step_loss(outputs.detach(), targets)
+        adversary_loss.backward()
+        adversary.requires_grad_(False)  # as in sb.train: the generator step leaves it alone
+        with autocast(device, precision):
+            loss = loss + adversary.generator_loss(outputs, targets)
+    loss.backward()
+    if adversary is not None:
+        adversary.requires_grad_(True)
+
+
+def warm_up_and_count(plan: Recipe, device: torch.device, precision: str) -> float:
+    """One untimed warm-up step, then the FLOPs of one step per source image. Both run on copies
+    so that the timed training starts from the recipe's exact initial weights."""
+    model = copy.deepcopy(plan.model).to(device)
+    adversary = copy.deepcopy(plan.adversary)
+    if device.type != "mps":
+        model.to(memory_format=torch.channels_last)
+    if adversary is not None:
+        adversary.to(device)
+    model.train()
+    inputs, targets, n = first_batch(plan, device)
+    training_step(model, adversary, plan.task, inputs, targets, device, precision)
+    model.zero_grad(set_to_none=True)
+    with FlopCounterMode(display=False) as counter:
+        training_step(model, adversary, plan.task, inputs, targets, device, precision)
+    return counter.get_total_flops() / n
+
+
+def timed_training(plan: Recipe, device: torch.device) -> tuple[sb.History, float]:
+    """``sb.train`` for the recipe's one epoch: its History and the wall time of the call, which
+    also holds work outside the loop such as DeepCluster's clustering before the epoch."""
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # one epoch is too short for GAN checks
+        history = sb.train(
+            plan.model, plan.data, plan.task, plan.config, device=device, progress=False,
+            adversary=plan.adversary,
+        )  # fmt: skip
+    return history, time.perf_counter() - started
+
+
+def measure(technique: str, profile: str, n_images: int, device: str, precision: str) -> dict:
+    """Everything one row of the table needs; runs in a fresh process (see ``main``)."""
+    try:
+        return _measure(technique, sb.get_profile(profile), n_images, torch.device(device),
+                        precision)  # fmt: skip
+    except Exception as error:  # report it in the table and go on with the next technique
+        traceback.print_exc()
+        return {"technique": technique, "error": f"{type(error).__name__}: {error}"}
+
+
+def _measure(technique, profile, n_images, device, precision) -> dict:
+    keep_freed_memory()  # as sb.train does, from the warm-up step on
+    sb.seed_everything(SEED)
+    train_set = sb.load_cifar10("train", n=n_images, seed=SEED)
+    plan = sb.compare.recipe(technique, profile, train_set, seed=SEED, epochs=1)
+    plan.config = replace(plan.config, precision=precision)
+    rss_before = peak_rss_bytes()
+    flops_per_image = warm_up_and_count(plan, device, pick_precision(device, precision))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    history, seconds = timed_training(plan, device)
+    train_bytes = (
+        torch.cuda.max_memory_allocated(device)
+        if device.type == "cuda"
+        else peak_rss_bytes() - rss_before
+    )
+    return {
+        "technique": technique,
+        "images_seen": history.images_seen,
+        "inputs_per_image": history.inputs_seen / history.images_seen,
+        "images_per_second": history.images_per_second,
+        "inputs_per_second": history.inputs_seen / history.seconds,
+        "mflop_per_image": flops_per_image / 1e6,
+        "gflop_per_second": history.images_per_second * flops_per_image / 1e9,
+        "loop_seconds": history.seconds,
+        "train_seconds": seconds,
+        "train_mb": train_bytes / 2**20,
+        "peak_rss_mb": peak_rss_bytes() / 2**20,
+    }
+
+
+def format_table(rows: list[dict]) -> str:
+    """The rows as an aligned text table; failed techniques follow it with their errors."""
+    done = [row for row in rows if "error" not in row]
+    cells = [[heading for heading, _, _ in COLUMNS]]
+    cells += [[form.format(row[key]) for _, key, form in COLUMNS] for row in done]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
+    lines = ["  ".join(_aligned(line, widths)) for line in cells]
+    lines += [f"{row['technique']}: FAILED, {row['error']}" for row in rows if "error" in row]
+    return "\n".join(lines)
+
+
+def _aligned(line: list[str], widths: list[int]) -> list[str]:
+    """Names left-aligned, numbers right-aligned."""
+    numbers = (cell.rjust(width) for cell, width in zip(line[1:], widths[1:], strict=True))
+    return [line[0].ljust(widths[0]), *numbers]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="cpu", choices=list(sb.PROFILES))
+    parser.add_argument("--images", type=int, default=1024, help="CIFAR-10 training images")
+    parser.add_argument("--techniques", nargs="+", default=list(sb.compare.TECHNIQUES),
+                        choices=list(sb.compare.TECHNIQUES), metavar="TECHNIQUE")  # fmt: skip
+    parser.add_argument("--device", default=None, help="default: as sb.train picks it")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH",
+                        help="also write the figures here")  # fmt: skip
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    device = sb.pick_device(args.device)
+    precision = pick_precision(device, args.precision)
+    print(f"{machine()}; device {device}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}", flush=True)  # fmt: skip
+    bound = peak_name(device, precision)
+    peak = measure_peak(device, bound)  # before any training, on the otherwise idle machine
+    print(f"profile {args.profile}, {args.images} images, one epoch, precision {precision}; "
+          f"{bound} matmul peak {peak / 1e9:.1f} GFLOP/s", flush=True)  # fmt: skip
+    rows = []
+    for technique in args.techniques:
+        row = in_fresh_process(measure, technique, args.profile, args.images, str(device),
+                               args.precision)  # fmt: skip
+        if "error" not in row:
+            row["fraction_of_peak"] = row["gflop_per_second"] * 1e9 / peak
+        rows.append(row)
+        print(f"  {technique} done", flush=True)
+    print(format_table(rows))
+    print(NOTES)
+    if args.json:
+        summary = {"date": date.today().isoformat(), "machine": machine(),
+                   "torch": torch.__version__, "profile": args.profile, "images": args.images,
+                   "device": str(device), "precision": precision, "peak_name": bound,
+                   "peak_flops": peak, "rows": rows}  # fmt: skip
+        args.json.write_text(json.dumps(summary, indent=1))
+    if any("error" in row for row in rows):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
