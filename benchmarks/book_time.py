@@ -4,8 +4,9 @@ Executes every notebook of ``notebooks/`` with papermill, as the book build does
 fresh kernel, in its own folder, with the given profile. Unless ``--keep-cache``, the cache
 (``$SSLBOOK_CACHE``: checkpoints, rendered scenes...) and the results folder
 (``$SSLBOOK_RESULTS``) point at new empty temporary folders, so every chapter trains from scratch
-instead of loading an earlier run, and the comparison chapter reuses only this run's results.
-Notebooks run in alphabetical order, ``comparison.ipynb`` last: it reuses the chapters' results.
+instead of loading an earlier run.
+Notebooks run in alphabetical order, ``comparison.ipynb`` last: it reuses the supervised
+baseline that the chapters trained.
 
 Prints each notebook's wall time (kernel start included) and its kernel's peak memory (the
 largest process's peak RSS: the kernel, or a worker it started), then the total and the maximum.
