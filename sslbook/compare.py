@@ -62,7 +62,7 @@ TECHNIQUES = (
 )  # fmt: skip
 BASELINES = ("random init", "supervised")
 LABEL_FRACTIONS = (0.01, 0.1, 1.0)  # of the training images, for fine-tuning
-FINETUNE_IMAGES = 2  # fine-tuning budget, in passes over all training images (see fine_tune_at)
+FINETUNE_PASSES = 1  # fine-tuning budget, in passes over all training images (see fine_tune_at)
 TSNE_POINTS = 500
 DEEPCLUSTER_K = 100  # the chapter's k; fewer clusters on small image sets (10 images each at least)
 
@@ -88,18 +88,24 @@ class Recipe:
     settings: dict = field(default_factory=dict)
 
 
+def default_epochs(profile: Profile) -> int:
+    """The comparison's budget: half the profile's epochs (5 passes over the images in the
+    ``cpu`` profile), so that nine techniques times two seeds fit in a book build."""
+    return max(1, profile.epochs // 2)
+
+
 def recipe(
     technique: str, profile: Profile, train_set: ImageSet, seed: int = 0, epochs: int | None = None
 ) -> Recipe:
-    """The chapter's headline setting of ``technique``, trained for ``epochs`` (default: the
-    profile's) on ``train_set``.
+    """The chapter's headline setting of ``technique``, trained for ``epochs`` (default:
+    :func:`default_epochs`) on ``train_set``.
 
     Raises:
         ValueError: an unknown technique, naming the known ones.
     """
     if technique not in RECIPES:
         raise ValueError(f"unknown technique {technique!r}; choose one of: {', '.join(TECHNIQUES)}")
-    epochs = profile.epochs if epochs is None else epochs
+    epochs = default_epochs(profile) if epochs is None else epochs
     return RECIPES[technique](profile, train_set, seed, profile.train_config(seed, epochs=epochs))
 
 
@@ -231,8 +237,8 @@ def fine_tune_at(
 ) -> dict[str, float]:
     """Test accuracy after fine-tuning a copy of ``backbone`` on each ``fraction`` of the labels.
 
-    Every fraction gets the same compute, ``FINETUNE_IMAGES`` passes' worth of the full training
-    set: 2 epochs with all labels, 20 with a tenth, 200 with 1 %. A fixed number of epochs would
+    Every fraction gets the same compute, ``FINETUNE_PASSES`` passes' worth of the full training
+    set: 1 epoch with all labels, 10 with a tenth, 100 with 1 %. A fixed number of epochs would
     starve the small subsets or make the full set the slowest run of the book.
     """
     config = profile.finetune_config(seed)
@@ -240,7 +246,7 @@ def fine_tune_at(
     for fraction in fractions:
         n = max(len(train_set.classes), round(fraction * len(train_set)))
         subset = train_set.stratified(n, seed)
-        epochs = max(1, round(FINETUNE_IMAGES * len(train_set) / n))
+        epochs = max(1, round(FINETUNE_PASSES * len(train_set) / n))
         run = replace(config, epochs=epochs)
         scores[f"{fraction:.0%}"] = fine_tune(backbone, subset, test_set, run,
                                               every_epoch=False).accuracy  # fmt: skip
@@ -323,7 +329,7 @@ def run(
     :func:`sslbook.evaluate.baseline_backbones`); the baselines are measured like every method.
     A stored result of the same method, seed, profile, budget and code version is reused.
     """
-    epochs = profile.epochs if epochs is None else epochs
+    epochs = default_epochs(profile) if epochs is None else epochs
     rows = []
     for seed in seeds:
         methods = {**dict.fromkeys(techniques), **(baselines or {}).get(seed, {})}

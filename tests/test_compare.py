@@ -69,7 +69,7 @@ def test_fine_tuning_gives_every_label_fraction_the_same_compute(monkeypatch):
     data = random_images(1000)
     scores = compare.fine_tune_at(None, data, data, TINY, fractions=(0.01, 0.1, 1.0))
     assert list(scores) == ["1%", "10%", "100%"]
-    assert seen == [2000, 2000, 2000]  # images seen: 10 x 200, 100 x 20, 1000 x 2
+    assert seen == [1000, 1000, 1000]  # images seen: 10 x 100, 100 x 10, 1000 x 1
 
 
 def rows_for(method, probes, seconds=None):
