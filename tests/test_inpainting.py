@@ -32,9 +32,11 @@ def test_random_block_masks_are_seeded_and_bounded():
     assert (holes >= 64).all() and (holes <= 4 * 64).all()  # 4 blocks of 8x8, maybe overlapping
 
 
-def test_pretext_batch_fills_holes_with_the_mean_and_keeps_the_context():
+@pytest.mark.parametrize("kind", inpainting.MASK_KINDS)
+def test_pretext_batch_fills_holes_with_the_mean_and_keeps_the_context(kind):
     images = _images()
-    inputs, targets = inpainting.make_pretext_batch(images, torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    inputs, targets = inpainting.make_pretext_batch(images, g, kind=kind)
     assert inputs.shape == images.shape and targets.shape == (4, 4, 32, 32)
     originals, masks = inpainting.split_targets(targets)
     assert torch.equal(originals, images)
@@ -42,6 +44,8 @@ def test_pretext_batch_fills_holes_with_the_mean_and_keeps_the_context():
     assert torch.equal(inputs[~hole], images[~hole])
     mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1).expand_as(images)
     assert torch.allclose(inputs[hole], mean[hole])
+    if kind == "central":  # the default: a quarter of the image, in its middle
+        assert torch.equal(masks[0, 0], inpainting.central_mask(32).float())
 
 
 def test_central_kind_is_deterministic_and_unknown_kind_is_an_error():
