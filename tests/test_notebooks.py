@@ -8,6 +8,7 @@ import math
 import nbformat
 import pytest
 
+import sslbook as sb
 from sslbook.notebooks import UnknownParameterError, check_parameters, run_notebook
 
 from .conftest import REPO, needs_data
@@ -62,8 +63,18 @@ def test_notebook_runs_in_smoke_profile(path, tmp_path, monkeypatch):
     ]
     assert figures, f"{path.name} showed no figure (is MPLBACKEND set to a non-inline backend?)"
     summaries = list(results.glob("*-smoke-seed0.json"))
+    if path.stem == "comparison":
+        assert_comparison_table(summaries)
+    elif path.stem in sb.compare.TECHNIQUES:
+        assert_chapter_summary(path, summaries)
+    else:  # a page that uses the techniques (your own images) writes no summary of its own
+        assert not summaries, f"{path.name} wrote {summaries}"
+
+
+def assert_chapter_summary(path, summaries):
     assert len(summaries) == 1, f"{path.name} wrote {summaries}"
     summary = json.loads(summaries[0].read_text())
+    assert summary["technique"] == path.stem
     assert summary["profile"] == "smoke" and summary["seed"] == 0
     for key in ("linear_probe", "knn"):
         for scores in (summary, summary["random_init"], summary["supervised"]):
@@ -71,3 +82,13 @@ def test_notebook_runs_in_smoke_profile(path, tmp_path, monkeypatch):
     assert summary["pretrain_seconds"] > 0
     assert summary["images_per_second"] > 0 and math.isfinite(summary["images_per_second"])
     assert 0.0 <= summary["pretext_metric"]["value"] <= 1.0 or summary["pretext_metric"]["name"]
+
+
+def assert_comparison_table(summaries):
+    assert [p.name for p in summaries] == ["comparison-smoke-seed0.json"]
+    table = json.loads(summaries[0].read_text())["summary"]
+    assert set(table) == {*sb.compare.TECHNIQUES, *sb.compare.BASELINES}
+    for method, entry in table.items():
+        mean, spread = entry["linear_probe"]
+        assert 0.0 <= mean <= 1.0 and spread >= 0.0, method
+        assert len(entry["seeds"]) >= 2, "the comparison reports at least two seeds"
