@@ -103,6 +103,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--timeout", type=int, default=CELL_TIMEOUT, help="seconds per cell")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH",
                         help="also write the figures here")  # fmt: skip
+    parser.add_argument("--keep-outputs", type=Path, default=None, metavar="DIR",
+                        help="keep the executed notebooks in DIR")  # fmt: skip
     return parser.parse_args()
 
 
@@ -112,12 +114,14 @@ def main() -> None:
     parameters = {"profile": args.profile, "seed": 0}
     print(f"{machine()}; profile {args.profile}, {len(notebooks)} notebooks", flush=True)
     rows = []
+    if args.keep_outputs:
+        args.keep_outputs.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="sslbook-book-time-") as tmp:
         if not args.keep_cache:
             use_fresh_folders(Path(tmp))
         started = time.perf_counter()
         for path in notebooks:
-            output = Path(tmp) / f"{path.stem}.out.ipynb"
+            output = (args.keep_outputs or Path(tmp)) / f"{path.stem}.out.ipynb"
             row = in_fresh_process(execute, str(path), str(output), parameters, args.timeout)
             print(f"  {row['notebook']}: {row['seconds']:.1f} s", flush=True)
             rows.append(row)
