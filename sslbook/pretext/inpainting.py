@@ -6,9 +6,10 @@ Inpainting.* CVPR 2016, arXiv 1604.07379.
 The seed idea: what if we prepared pairs of (image with a hole, original image)? To fill a hole
 convincingly, a network has to understand what surrounds it: that the hole sits on a dog's head,
 so it should hold an ear and fur, not sky. Holes are a central square (the default) or a few
-random blocks, filled with the dataset's mean colour. The loss is L2 on the hole, with a higher weight on a thin
-border around it (so the fill blends with its context), optionally plus an adversarial loss in
-which a discriminator judges the image with its hole filled (see :func:`build_adversary`).
+random blocks, filled with the dataset's mean colour. The loss is L2 on the hole, with a higher
+weight on a thin border around it (so the fill blends with its context), optionally plus an
+adversarial loss in which a discriminator judges the image with its hole filled (see
+:func:`build_adversary`).
 """
 
 from __future__ import annotations
