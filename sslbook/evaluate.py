@@ -15,6 +15,8 @@ backbone trained with all the labels.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -23,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sslbook.checkpoint import default_path
-from sslbook.data import ImageSet, stratified_indices
+from sslbook.data import ImageSet, cache_dir, stratified_indices
 from sslbook.models import BLOCK_NAMES, PretextModel, build_backbone
 from sslbook.pretext.base import SupervisedTask
 from sslbook.train import TrainConfig, pick_device, train
@@ -194,7 +196,14 @@ def evaluate_backbone(
     backbone: nn.Module, train_set: ImageSet, test_set: ImageSet, seed: int = 0
 ) -> Evaluation:
     """Linear probe and k-NN at every block of a frozen backbone (train on ``train_set``'s
-    labels, test on ``test_set``)."""
+    labels, test on ``test_set``).
+
+    The result is kept in the cache under a fingerprint of the weights, the images and the seed:
+    the random-init and supervised baselines recur in every chapter and are measured once.
+    """
+    path = cache_dir() / "evaluations" / f"{_fingerprint(backbone, train_set, test_set, seed)}.json"
+    if path.exists():
+        return Evaluation(**json.loads(path.read_text()))
     train_features = extract_features(backbone, train_set)
     test_features = extract_features(backbone, test_set)
     linear, knn = {}, {}
@@ -202,7 +211,28 @@ def evaluate_backbone(
         args = (train_features[block], train_set.labels, test_features[block], test_set.labels)
         linear[block] = linear_probe(*args, seed=seed).accuracy
         knn[block] = knn_accuracy(*args)
-    return Evaluation(linear, knn)
+    evaluation = Evaluation(linear, knn)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"linear": linear, "knn": knn}))
+    tmp.replace(path)  # atomic: a half-written file is never read
+    return evaluation
+
+
+def _fingerprint(backbone: nn.Module, *data_and_seed) -> str:
+    """SHA-256 of everything an evaluation depends on: the backbone's class, weights and buffers,
+    the images and labels, the seed and the blocks probed."""
+    digest = hashlib.sha256(f"{type(backbone).__name__}|{BLOCK_NAMES}|v1".encode())
+    for name, tensor in sorted(backbone.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    for item in data_and_seed:
+        if isinstance(item, ImageSet):
+            digest.update(item.images.contiguous().numpy().tobytes())
+            digest.update(item.labels.contiguous().numpy().tobytes())
+        else:
+            digest.update(repr(item).encode())
+    return digest.hexdigest()[:24]
 
 
 def label_efficiency(

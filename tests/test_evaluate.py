@@ -125,3 +125,27 @@ def test_nearest_neighbours_are_the_most_similar_others():
     assert (sims[:, 0] >= sims[:, 1]).all()
     with pytest.raises(ValueError, match="between 1 and 4"):
         sb.evaluate.nearest_neighbours(features, [0], k=5)
+
+
+def test_an_evaluation_is_measured_once_per_weights_images_and_seed(monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (40, 3, 32, 32), generator=g, dtype=torch.uint8)
+    data = sb.ImageSet(images, torch.arange(40) % 4, ("a", "b", "c", "d"), "random")
+    backbone = sb.build_backbone(4, 1, seed=0)
+    first = sb.evaluate.evaluate_backbone(backbone, data, data)
+
+    calls = []
+    real_extract = sb.evaluate.extract_features
+
+    def counted_extract(*args, **kwargs):
+        calls.append(1)
+        return real_extract(*args, **kwargs)
+
+    monkeypatch.setattr(sb.evaluate, "extract_features", counted_extract)
+    again = sb.evaluate.evaluate_backbone(sb.build_backbone(4, 1, seed=0), data, data)
+    assert again == first and not calls, "the same weights, images and seed: reuse"
+    sb.evaluate.evaluate_backbone(sb.build_backbone(4, 1, seed=1), data, data)
+    assert calls, "other weights: measure again"
+    calls.clear()
+    sb.evaluate.evaluate_backbone(backbone, data, data, seed=3)
+    assert calls, "another seed: measure again"
