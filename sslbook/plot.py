@@ -147,7 +147,8 @@ def plot_curves(
         ax.axhline(chance, color="black", linestyle=":", linewidth=1, label="chance")
     if log_x:
         ax.set_xscale("log")
-        ax.set_xticks(list(xs), [str(x) for x in xs])
+        ax.set_xticks(list(xs), [f"{x:g}" for x in xs])
+        ax.minorticks_off()  # only the values measured are labelled
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.legend(frameon=False)
     ax.grid(alpha=0.3)
