@@ -28,6 +28,7 @@ from sslbook.checkpoint import default_path
 from sslbook.data import ImageSet, cache_dir, stratified_indices
 from sslbook.models import BLOCK_NAMES, PretextModel, build_backbone
 from sslbook.pretext.base import SupervisedTask
+from sslbook.results import write_json
 from sslbook.train import TrainConfig, pick_device, train
 from sslbook.transforms import to_float
 
@@ -211,12 +212,8 @@ def evaluate_backbone(
         args = (train_features[block], train_set.labels, test_features[block], test_set.labels)
         linear[block] = linear_probe(*args, seed=seed).accuracy
         knn[block] = knn_accuracy(*args)
-    evaluation = Evaluation(linear, knn)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"linear": linear, "knn": knn}))
-    tmp.replace(path)  # atomic: a half-written file is never read
-    return evaluation
+    write_json(path, {"linear": linear, "knn": knn})  # atomic: a half-written file is never read
+    return Evaluation(linear, knn)
 
 
 def _fingerprint(backbone: nn.Module, *data_and_seed) -> str:
