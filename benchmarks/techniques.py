@@ -32,13 +32,13 @@ from pathlib import Path
 import torch
 from benchtools import in_fresh_process, machine, peak_rss_bytes
 from throughput import measure_peak, peak_name
-from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import sslbook as sb
-from sslbook.compare import Recipe
-from sslbook.train import autocast, keep_freed_memory, pick_precision
-from sslbook.transforms import random_crop_flip, to_float
+from sslbook.device import pick_precision
+from sslbook.recipes import Recipe
+from sslbook.train import Run, draw_batch, keep_freed_memory, start_run, train_step
+from sslbook.transforms import random_crop_flip
 
 SEED = 0
 NOTES = """\
@@ -60,52 +60,31 @@ COLUMNS = (  # (heading, key in a result, format)
 )
 
 
-def first_batch(plan: Recipe, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """``(inputs, targets, source images)`` of one pretext batch, made as ``sb.train`` makes it."""
+def first_step(plan: Recipe, device: torch.device) -> tuple[Run, object, object, int]:
+    """A fresh :class:`~sslbook.train.Run` on copies of the recipe's networks (so the timed
+    training starts from the recipe's exact initial weights) and the ``(inputs, targets)`` of its
+    first batch, drawn as ``sb.train`` draws it, with the number of source images."""
+    model, adversary = copy.deepcopy(plan.model), copy.deepcopy(plan.adversary)
+    task = copy.deepcopy(plan.task)
+    run = start_run(model, task, plan.config, device, adversary=adversary,
+                    n_images=len(plan.data))  # fmt: skip
+    if task.on_epoch_start is not None:  # DeepCluster: cluster first, or there are no targets
+        task.on_epoch_start(model, plan.data, 0)
     generator = torch.Generator().manual_seed(SEED)
-    n = plan.config.batch_size
-    images = random_crop_flip(to_float(plan.data.images[:n].to(device)), generator)
-    inputs, targets = plan.task.make_batch(images, plan.data.labels[:n].to(device), generator)
-    if inputs.dim() == 4 and device.type != "mps":
-        inputs = inputs.contiguous(memory_format=torch.channels_last)
-    return inputs, targets, n
+    index = torch.arange(plan.config.batch_size)
+    batch = draw_batch(run, plan.data, index, random_crop_flip, generator)
+    inputs, targets = task.make_batch(batch, generator)
+    return run, inputs, targets, len(index)
 
 
-def training_step(
-    model: nn.Module, adversary: nn.Module | None, task, inputs, targets, device, precision: str
-) -> None:
-    """Forward and backward passes of one ``sb.train`` step (the discriminator's, then the
-    network's), without the optimiser updates, whose FLOPs are negligible."""
-    with autocast(device, precision):
-        outputs = model(inputs)
-        loss = task.loss(outputs, targets)
-    if adversary is not None:
-        with autocast(device, precision):
-            adversary_loss, _ = adversary.discriminator_step_loss(outputs.detach(), targets)
-        adversary_loss.backward()
-        adversary.requires_grad_(False)  # as in sb.train: the generator step leaves it alone
-        with autocast(device, precision):
-            loss = loss + adversary.generator_loss(outputs, targets)
-    loss.backward()
-    if adversary is not None:
-        adversary.requires_grad_(True)
-
-
-def warm_up_and_count(plan: Recipe, device: torch.device, precision: str) -> float:
-    """One untimed warm-up step, then the FLOPs of one step per source image. Both run on copies
-    so that the timed training starts from the recipe's exact initial weights."""
-    model = copy.deepcopy(plan.model).to(device)
-    adversary = copy.deepcopy(plan.adversary)
-    if device.type != "mps":
-        model.to(memory_format=torch.channels_last)
-    if adversary is not None:
-        adversary.to(device)
-    model.train()
-    inputs, targets, n = first_batch(plan, device)
-    training_step(model, adversary, plan.task, inputs, targets, device, precision)
-    model.zero_grad(set_to_none=True)
+def warm_up_and_count(plan: Recipe, device: torch.device) -> float:
+    """One untimed warm-up step, then the FLOPs of one step per source image, counted on the
+    loop's own :func:`~sslbook.train.train_step` (the discriminator's step included; the
+    optimiser updates add no matrix FLOPs)."""
+    run, inputs, targets, n = first_step(plan, device)
+    train_step(run, inputs, targets, 0, 0)
     with FlopCounterMode(display=False) as counter:
-        training_step(model, adversary, plan.task, inputs, targets, device, precision)
+        train_step(run, inputs, targets, 0, 1)
     return counter.get_total_flops() / n
 
 
@@ -139,7 +118,7 @@ def _measure(technique, profile, n_images, device, precision) -> dict:
     plan = sb.compare.recipe(technique, profile, train_set, seed=SEED, epochs=1)
     plan.config = replace(plan.config, precision=precision)
     rss_before = peak_rss_bytes()
-    flops_per_image = warm_up_and_count(plan, device, pick_precision(device, precision))
+    flops_per_image = warm_up_and_count(plan, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     history, seconds = timed_training(plan, device)
@@ -184,8 +163,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu", choices=list(sb.PROFILES))
     parser.add_argument("--images", type=int, default=1024, help="CIFAR-10 training images")
-    parser.add_argument("--techniques", nargs="+", default=list(sb.compare.TECHNIQUES),
-                        choices=list(sb.compare.TECHNIQUES), metavar="TECHNIQUE")  # fmt: skip
+    parser.add_argument("--techniques", nargs="+", default=list(sb.pretext.TECHNIQUES),
+                        choices=list(sb.pretext.TECHNIQUES), metavar="TECHNIQUE")  # fmt: skip
     parser.add_argument("--device", default=None, help="default: as sb.train picks it")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     parser.add_argument("--json", type=Path, default=None, metavar="PATH",

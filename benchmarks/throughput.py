@@ -21,9 +21,10 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import sslbook as sb
+from sslbook.device import autocast, cpu_has_fast_bf16, pick_precision
 from sslbook.models import PretextModel
 from sslbook.pretext import rotation
-from sslbook.train import autocast, cpu_has_fast_bf16, keep_freed_memory, pick_precision
+from sslbook.train import keep_freed_memory
 
 HALF_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -1,10 +1,18 @@
 """sslbook: self-supervised visual representation learning, by doing it.
 
-A notebook needs one import line, ``import sslbook as sb``; the pieces live in small modules:
-:mod:`~sslbook.data`, :mod:`~sslbook.transforms`, :mod:`~sslbook.models`,
-:mod:`~sslbook.pretext`, :mod:`~sslbook.train`, :mod:`~sslbook.evaluate`, :mod:`~sslbook.plot`,
-:mod:`~sslbook.config`, :mod:`~sslbook.results`, :mod:`~sslbook.render` (synthetic scenes) and
-:mod:`~sslbook.video` (moving digits); :mod:`~sslbook.compare` runs every technique on one budget.
+A notebook needs one import line, ``import sslbook as sb``; the pieces live in small modules,
+from the bottom up:
+
+- data and its keys: :mod:`~sslbook.data` (datasets as uint8 tensors), :mod:`~sslbook.fingerprint`
+  (one key for every cache), :mod:`~sslbook.checkpoint`, :mod:`~sslbook.device`;
+- networks and what runs them: :mod:`~sslbook.transforms`, :mod:`~sslbook.models` (the shared
+  backbone), :mod:`~sslbook.decoders`, :mod:`~sslbook.adversarial`, :mod:`~sslbook.metrics`,
+  :mod:`~sslbook.inference`, :mod:`~sslbook.patches`, :mod:`~sslbook.render`,
+  :mod:`~sslbook.video`;
+- training: :mod:`~sslbook.train` (the one loop), :mod:`~sslbook.config` (profiles),
+  :mod:`~sslbook.recipes` and :mod:`~sslbook.pretext` (every technique, with its recipe);
+- measuring and showing: :mod:`~sslbook.evaluate` (the probes), :mod:`~sslbook.compare` (every
+  technique on one budget), :mod:`~sslbook.results`, :mod:`~sslbook.plot`.
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -15,12 +23,22 @@ except PackageNotFoundError:  # running from a source tree that was not pip-inst
     __version__ = "0.0.0"
 
 from sslbook import (
+    adversarial,
+    checkpoint,
     compare,
+    config,
     data,
+    decoders,
+    device,
     evaluate,
+    fingerprint,
+    inference,
+    metrics,
     models,
+    patches,
     plot,
     pretext,
+    recipes,
     render,
     results,
     transforms,
@@ -29,13 +47,16 @@ from sslbook import (
 from sslbook.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from sslbook.config import PROFILES, Profile, get_profile
 from sslbook.data import ImageSet, load_cifar10, load_image_folder, load_mnist
+from sslbook.device import pick_device
 from sslbook.models import PretextModel, build_backbone
-from sslbook.train import History, TrainConfig, pick_device, seed_everything, train
+from sslbook.recipes import Recipe
+from sslbook.train import History, TrainConfig, seed_everything, train
 
 __all__ = [
-    "PROFILES", "CheckpointError", "History", "ImageSet", "PretextModel", "Profile",
-    "TrainConfig", "__version__", "build_backbone", "compare", "data", "evaluate", "get_profile",
-    "load_checkpoint", "load_cifar10", "load_image_folder", "load_mnist", "models", "pick_device",
-    "plot", "pretext", "render", "results", "save_checkpoint", "seed_everything", "train",
-    "transforms", "video",
+    "PROFILES", "CheckpointError", "History", "ImageSet", "PretextModel", "Profile", "Recipe",
+    "TrainConfig", "__version__", "adversarial", "build_backbone", "checkpoint", "compare",
+    "config", "data", "decoders", "device", "evaluate", "fingerprint", "get_profile",
+    "inference", "load_checkpoint", "load_cifar10", "load_image_folder", "load_mnist", "metrics",
+    "models", "patches", "pick_device", "plot", "pretext", "recipes", "render", "results",
+    "save_checkpoint", "seed_everything", "train", "transforms", "video",
 ]  # fmt: skip

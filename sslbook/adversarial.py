@@ -1,18 +1,16 @@
-"""Shared pieces of the reconstruction chapters: encoder-decoders, discriminators, GAN losses.
+"""Adversaries: a discriminator, the GAN losses, and a check that the game stays healthy.
 
 Super-resolution (Ledig et al. 2017, SRGAN, arXiv 1609.04802) and inpainting (Pathak et al.
-2016, context encoders, arXiv 1604.07379) both learn by *reconstructing* pixels, and both sharpen
-their reconstructions with a discriminator (Goodfellow et al. 2014, arXiv 1406.2661). To keep the
-book's comparison fair, every network that we later probe is the book's shared backbone:
+2016, context encoders, arXiv 1604.07379) sharpen their reconstructions with a discriminator
+(Goodfellow et al. 2014, arXiv 1406.2661). To keep the book's comparison fair, the discriminator
+is the shared backbone too, with a single real/fake logit on top, so it can be probed like every
+other network.
 
-- the **encoder** of the generator is the backbone (its ``feature_maps``), followed by a separate
-  :class:`Decoder` that upsamples with sub-pixel convolutions (``nn.PixelShuffle``);
-- the **discriminator** is the backbone too, with a single real/fake logit on top.
-
-An :class:`Adversary` bundles a discriminator with its losses and optimiser settings. Hand one to
-:func:`sslbook.train.train` (``adversary=``) and the one training loop alternates a discriminator
-step and a generator step. :func:`diagnose` reads the resulting history and says plainly when the
-game has diverged or collapsed.
+An :class:`Adversary` bundles a discriminator with its losses and optimiser settings; it
+satisfies :class:`sslbook.pretext.base.Adversary`. Hand one to :func:`sslbook.train.train`
+(``adversary=``) and the one training loop alternates a discriminator step and a generator step.
+:func:`diagnose` reads the resulting history and says plainly when the game has diverged or
+collapsed.
 """
 
 from __future__ import annotations
@@ -22,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -30,113 +27,8 @@ from torch import nn
 
 from sslbook.models import build_backbone
 
-View = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+View = Callable[[torch.Tensor, object], tuple[torch.Tensor, torch.Tensor]]
 ContentLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-# --- generator: shared backbone as encoder, separate decoder --------------------------------
-
-
-class ChannelwiseFC(nn.Module):
-    """A fully connected layer per channel over the spatial positions (Pathak et al. 2016).
-
-    It lets every position of a feature map see every other one at a fraction of the cost of a
-    full fully connected layer: the decoder can then fill a hole from context far away.
-    """
-
-    def __init__(self, channels: int, spatial: int) -> None:
-        super().__init__()
-        self.spatial = spatial
-        n = spatial * spatial
-        self.weight = nn.Parameter(torch.randn(channels, n, n) / math.sqrt(n))
-        self.bias = nn.Parameter(torch.zeros(channels, n))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        if (h, w) != (self.spatial, self.spatial):
-            raise ValueError(
-                f"ChannelwiseFC was built for {self.spatial}x{self.spatial} maps, got {h}x{w}: "
-                "build the decoder with spatial= the size of the backbone's block3 map."
-            )
-        flat = x.reshape(b, c, h * w)  # (B, C, HW)
-        out = torch.einsum("bcn,cnm->bcm", flat, self.weight) + self.bias  # (B, C, HW)
-        return out.reshape(b, c, h, w)
-
-
-class Decoder(nn.Module):
-    """From the backbone's ``block3`` map (1/4 resolution) back to an image, by two sub-pixel
-    upsamplings (Shi et al. 2016, arXiv 1609.05158): a convolution makes 4x the channels and
-    ``nn.PixelShuffle(2)`` rearranges them into a map twice as wide and high.
-
-    Args:
-        in_channels: channels of ``block3`` (the backbone's ``feature_dim``).
-        out_channels: image channels.
-        hidden: channels after the first upsampling (halved after the second).
-        spatial: side of the ``block3`` map; with it, a :class:`ChannelwiseFC` bottleneck is used.
-
-    Input ``(B, in_channels, h, w)``; output ``(B, out_channels, 4h, 4w)``, unbounded (the
-    :class:`EncoderDecoder` adds it to its input).
-    """
-
-    def __init__(
-        self, in_channels: int, out_channels: int = 3, hidden: int = 32, spatial: int | None = None
-    ) -> None:
-        super().__init__()
-        self.bottleneck = ChannelwiseFC(in_channels, spatial) if spatial else nn.Identity()
-        self.up1 = _upsample(in_channels, hidden)
-        self.up2 = _upsample(hidden, hidden // 2)
-        self.out = nn.Conv2d(hidden // 2, out_channels, 3, 1, 1)
-        nn.init.zeros_(self.out.weight)  # start as the identity: output = input
-        nn.init.zeros_(self.out.bias)
-
-    def config(self) -> str:
-        """``"Decoder"``, or ``"Decoder + ChannelwiseFC"`` with the bottleneck (for checkpoints)."""
-        if isinstance(self.bottleneck, ChannelwiseFC):
-            return "Decoder + ChannelwiseFC"
-        return "Decoder"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.bottleneck(x)  # (B, C, h, w)
-        x = self.up2(self.up1(x))  # (B, hidden/2, 4h, 4w)
-        return self.out(x)
-
-
-def _upsample(in_channels: int, out_channels: int) -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, 4 * out_channels, 3, 1, 1, bias=False),
-        nn.PixelShuffle(2),  # (B, 4*out, h, w) -> (B, out, 2h, 2w)
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(),
-        nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(),
-    )
-
-
-class EncoderDecoder(nn.Module):
-    """The generator: shared backbone (encoder) + :class:`Decoder`, predicting a correction.
-
-    ``forward(x) = x + decoder(backbone.feature_maps(x)["block3"])``: the network only has to
-    learn what is *missing* from its input (high frequencies for super-resolution, the content of
-    the hole for inpainting). Input and output ``(B, C, H, W)``.
-    """
-
-    def __init__(self, backbone: nn.Module, decoder: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.decoder = decoder
-
-    def config(self) -> dict:
-        decoder = self.decoder
-        name = decoder.config() if hasattr(decoder, "config") else type(decoder).__name__
-        return {"backbone": self.backbone.config(), "decoder": name}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.backbone.feature_maps(x)["block3"]  # (B, 4w, H/4, W/4)
-        return x + self.decoder(features)  # (B, C, H, W)
-
-
-# --- discriminator: shared backbone + one logit ----------------------------------------------
 
 
 class Discriminator(nn.Module):
@@ -162,8 +54,13 @@ def build_discriminator(
     width: int = 16, depth: int = 2, in_channels: int = 3, seed: int | None = None
 ) -> Discriminator:
     """A :class:`Discriminator` on a fresh shared backbone (same seed, same initial weights as
-    every other network of the chapter)."""
-    return Discriminator(build_backbone(width, depth, in_channels, seed=seed))
+    every other network of the chapter); with ``seed`` its real/fake head is seeded too."""
+    backbone = build_backbone(width, depth, in_channels, seed=seed)
+    if seed is None:
+        return Discriminator(backbone)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Discriminator(backbone)
 
 
 # --- losses ----------------------------------------------------------------------------------
@@ -388,55 +285,3 @@ def diagnose(history, window: int = 20, stuck_at: float = 0.98) -> GANStatus:
         f"GAN healthy: discriminator accuracy {recent:.0%} over the last "
         f"{min(window, len(accuracy))} steps (50% = it cannot tell; 100% = it always can).",
     )
-
-
-# --- shared evaluation helpers ---------------------------------------------------------------
-
-
-def image_quality(restored: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
-    """Mean PSNR (dB) and SSIM of ``restored`` vs ``reference`` ``(B, C, H, W)`` in [0, 1],
-    computed per image with scikit-image."""
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-
-    psnr, ssim = [], []
-    for x, y in zip(restored.detach().cpu().clamp(0, 1), reference.cpu(), strict=True):
-        a, b = x.permute(1, 2, 0).double().numpy(), y.permute(1, 2, 0).double().numpy()
-        psnr.append(peak_signal_noise_ratio(b, a, data_range=1.0))
-        ssim.append(structural_similarity(b, a, data_range=1.0, channel_axis=-1, win_size=7))
-    return {"psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim))}
-
-
-def psnr(outputs: torch.Tensor, targets: torch.Tensor) -> float:
-    """Batch-mean PSNR in dB of images in [0, 1] (outputs clamped): a cheap training metric."""
-    mse = (outputs.clamp(0, 1) - targets).pow(2).flatten(1).mean(1).clamp_min(1e-10)
-    return (-10 * torch.log10(mse)).mean().item()
-
-
-def generate(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Run a generator in eval mode over ``inputs`` ``(N, C, H, W)`` in batches; CPU output."""
-    from sslbook.evaluate import predict  # imported here: evaluate imports the pretext tasks
-
-    return predict(model, inputs, batch_size)
-
-
-def plot_gan_history(history, metric_name: str, title: str | None = None):
-    """Generator loss, the pretext metric per epoch and the discriminator's accuracy per step."""
-    has_adversary = bool(history.step_adversary_accuracy)
-    fig, axes = plt.subplots(1, 2 + has_adversary, figsize=(4.6 * (2 + has_adversary), 3.2))
-    axes[0].plot(history.step_loss, alpha=0.4)
-    axes[0].set(xlabel="step", ylabel="loss", title="generator loss", yscale="log")
-    epochs = np.arange(1, len(history.epoch_metric) + 1)
-    axes[1].plot(epochs, history.epoch_metric, marker="o")
-    axes[1].set(xlabel="epoch", ylabel=metric_name, title=f"{metric_name} (training)")
-    if has_adversary:
-        acc = np.asarray(history.step_adversary_accuracy)
-        window = max(1, len(acc) // 20)
-        axes[2].plot(acc, alpha=0.3, color="#d62728")
-        smooth = np.convolve(acc, np.ones(window) / window, mode="valid")
-        axes[2].plot(np.arange(window - 1, len(acc)), smooth, color="#d62728")
-        axes[2].axhline(0.5, color="black", linestyle=":", linewidth=1)
-        axes[2].set(xlabel="step", ylabel="accuracy", title="discriminator accuracy", ylim=(0, 1))
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig

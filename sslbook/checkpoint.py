@@ -1,37 +1,45 @@
 """Checkpoints that never lose work and never load the wrong thing.
 
-Writes go to a temporary file in the same folder, then ``os.replace`` swaps it in: a run killed
-mid-write leaves the previous checkpoint intact. Loading uses ``weights_only=True`` (no arbitrary
-code from a pickle) and checks that the checkpoint was written by the same kind of model.
+Writes go to a uniquely named temporary file in the same folder, then ``os.replace`` swaps it
+in: a run killed mid-write leaves the previous checkpoint intact, and two runs writing the same
+file never share a temporary file. Leftovers of killed writes are removed by the next write.
+Loading uses ``weights_only=True`` (no arbitrary code from a pickle), turns every way a file can
+be unreadable into one :class:`CheckpointError` that says what to do, and checks that the
+checkpoint was written by the same kind of model and run.
+
+Where a chapter keeps a model is :func:`cache_path`: the name of the technique and the
+:func:`~sslbook.fingerprint.fingerprint` of everything that shaped the weights.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import pickle
 import tempfile
-import zipfile
+import time
 from pathlib import Path
 
 import torch
 
+from sslbook.data import cache_dir
+
 FORMAT_VERSION = 1
+STALE_SECONDS = 600  # a temporary file this old belongs to a write that was killed
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint is unreadable or belongs to a different model or training run."""
 
 
-def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
-    """Atomically write ``state`` (tensors, numbers, strings, lists and dicts only) to ``path``."""
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Create ``path`` atomically: ``write(file)`` fills a unique temporary file beside it, which
+    then replaces ``path`` in one step. Readers see the old file or the new one, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT_VERSION, **state}, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -39,6 +47,28 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_stale_temporaries(path: Path, older_than: float = STALE_SECONDS) -> int:
+    """Delete temporary files of earlier, killed writes of ``path``; returns how many.
+
+    Only files older than ``older_than`` seconds go: a younger one may belong to a write that is
+    running right now in another process.
+    """
+    removed, now = 0, time.time()
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            if now - leftover.stat().st_mtime > older_than:
+                leftover.unlink()
+                removed += 1
+        except FileNotFoundError:  # another process cleaned it up first
+            continue
+    return removed
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
+    """Atomically write ``state`` (tensors, numbers, strings, lists and dicts only) to ``path``."""
+    return atomic_write(path, lambda f: torch.save({"format": FORMAT_VERSION, **state}, f))
 
 
 def load_checkpoint(path: str | os.PathLike, expect: dict | None = None) -> dict:
@@ -54,10 +84,10 @@ def load_checkpoint(path: str | os.PathLike, expect: dict | None = None) -> dict
     path = Path(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
+    except Exception as error:  # truncated, garbage, a pickle with code: all mean the same here
         raise CheckpointError(
-            f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:200]}). It may be "
-            "truncated or corrupt: delete it and the notebook will train from scratch."
+            f"{path} is not a readable checkpoint ({type(error).__name__}: {str(error)[:200]}). "
+            "It may be truncated or corrupt: delete it and the notebook will train from scratch."
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
         raise CheckpointError(
@@ -74,16 +104,12 @@ def load_checkpoint(path: str | os.PathLike, expect: dict | None = None) -> dict
     return state
 
 
-def default_path(name: str, **settings) -> Path:
-    """Where a chapter keeps a model: ``<cache>/checkpoints/<name>-<hash of settings>.pt``.
+def cache_path(kind: str, name: str, key: str, suffix: str = ".pt") -> Path:
+    """``<cache>/<kind>/<name>-<key><suffix>``: where a cached artefact lives.
 
-    The hash covers every setting passed (profile, seed, ...) and the package version, so a
-    changed setting trains a new model instead of loading a stale one. ``$SSLBOOK_CACHE`` moves
-    the cache; delete the folder to retrain everything.
+    ``key`` is a :func:`~sslbook.fingerprint.fingerprint` of everything that shaped it, so a
+    changed setting or package finds no file and recomputes. ``$SSLBOOK_CACHE`` moves the cache;
+    delete the folder to recompute everything.
     """
-    from sslbook import __version__
-    from sslbook.data import cache_dir
-
-    blob = json.dumps({**settings, "version": __version__}, sort_keys=True, default=repr)
-    digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
-    return cache_dir() / "checkpoints" / f"{name}-{digest}.pt"
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
+    return cache_dir() / kind / f"{safe}-{key}{suffix}"

@@ -6,16 +6,17 @@ Here every technique gets the same *budget*: ``epochs`` passes over the same ``n
 unlabelled images, so each has seen exactly as many images. Everything else is the chapter's
 headline setting: its task, head, optimiser and, for the two GAN chapters, its adversary.
 
-- :func:`recipe` builds what one technique trains: model, task, settings, data, adversary;
+- :func:`recipe` is the technique's own ``recipe`` (from :mod:`sslbook.pretext`, the same one
+  its chapter calls) with the comparison's budget;
 - :func:`pretrain` trains it (or loads the checkpoint of an identical earlier run);
 - :func:`measure` puts a backbone through the book's probes: linear probe and k-NN at its best
   block, probe curves with few labels, fine-tuning with 1 %, 10 % and 100 % of the labels, and a
   2-D t-SNE map of its features;
 - :func:`run` does both for every technique and seed, reusing this build's results when they
-  come from the same profile, budget and code version.
+  come from the same recipe, profile, budget, data and code.
 
-Frame-order verification learns from videos, not still images: it pretrains on as many
-Moving-MNIST videos as the others have CIFAR-10 images, and is probed on CIFAR-10 like all.
+Frame-order verification learns from videos, not still images: it pretrains on videos made for
+its recipe (as many as the others have images), and is probed on CIFAR-10 like all.
 """
 
 from __future__ import annotations
@@ -23,69 +24,27 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from sklearn.manifold import TSNE
 from torch import nn
 
-from sslbook import video
-from sslbook.adversarial import EncoderDecoder
-from sslbook.checkpoint import default_path
 from sslbook.config import Profile
-from sslbook.data import ImageSet, load_mnist
-from sslbook.evaluate import (
-    evaluate_backbone,
-    extract_features,
-    fine_tune,
-    label_efficiency,
-)
-from sslbook.models import PretextModel, build_backbone
-from sslbook.pretext import (
-    colorization,
-    context,
-    deepcluster,
-    frameorder,
-    inpainting,
-    jigsaw,
-    rotation,
-    superres,
-    synthetic,
-)
-from sslbook.results import code_version, results_dir, write_json
-from sslbook.train import History, TrainConfig, train
+from sslbook.data import ImageSet
+from sslbook.evaluate import evaluate_backbone, fine_tune, label_efficiency
+from sslbook.fingerprint import data_digest, fingerprint, weights_digest
+from sslbook.inference import extract_features
+from sslbook.pretext import TECHNIQUES, technique
+from sslbook.recipes import Recipe
+from sslbook.results import results_dir, write_json
+from sslbook.train import History
 
-TECHNIQUES = (
-    "rotation", "colorization", "inpainting", "superres", "context", "jigsaw", "deepcluster",
-    "synthetic", "frameorder",
-)  # fmt: skip
 BASELINES = ("random init", "supervised")
 LABEL_FRACTIONS = (0.01, 0.1, 1.0)  # of the training images, for fine-tuning
 FINETUNE_PASSES = 1  # fine-tuning budget, in passes over all training images (see fine_tune_at)
 TSNE_POINTS = 500
-DEEPCLUSTER_K = 100  # the chapter's k; fewer clusters on small image sets (10 images each at least)
-
-
-@dataclass
-class Recipe:
-    """What one technique trains, ready for :func:`sslbook.train.train`.
-
-    Attributes:
-        model: the network trained; ``model.backbone`` is the shared backbone that is probed.
-        task: the pretext task (labels made from the images).
-        config: optimiser settings, with the comparison's epochs.
-        data: the unlabelled images (frame order: videos) it pretrains on.
-        adversary: the discriminator of a GAN chapter, else ``None``.
-        settings: what else identifies the run, for the checkpoint's name.
-    """
-
-    model: nn.Module
-    task: object
-    config: TrainConfig
-    data: ImageSet
-    adversary: nn.Module | None = None
-    settings: dict = field(default_factory=dict)
 
 
 def default_epochs(profile: Profile) -> int:
@@ -95,97 +54,16 @@ def default_epochs(profile: Profile) -> int:
 
 
 def recipe(
-    technique: str, profile: Profile, train_set: ImageSet, seed: int = 0, epochs: int | None = None
+    name: str, profile: Profile, train_set: ImageSet, seed: int = 0, epochs: int | None = None
 ) -> Recipe:
-    """The chapter's headline setting of ``technique``, trained for ``epochs`` (default:
-    :func:`default_epochs`) on ``train_set``.
+    """Technique ``name``'s own recipe (its chapter's headline setting), trained for ``epochs``
+    (default: :func:`default_epochs`) on ``train_set``.
 
     Raises:
         ValueError: an unknown technique, naming the known ones.
     """
-    if technique not in RECIPES:
-        raise ValueError(f"unknown technique {technique!r}; choose one of: {', '.join(TECHNIQUES)}")
     epochs = default_epochs(profile) if epochs is None else epochs
-    return RECIPES[technique](profile, train_set, seed, profile.train_config(seed, epochs=epochs))
-
-
-def _backbone(profile: Profile, seed: int) -> nn.Module:
-    return build_backbone(profile.width, profile.depth, seed=seed)
-
-
-def _classifier(task, profile, train_set, seed, config, **settings) -> Recipe:
-    backbone = _backbone(profile, seed)
-    model = PretextModel(backbone, task.build_head(backbone.feature_dim))
-    return Recipe(model, task, config, train_set, settings=settings)
-
-
-def _rotation(profile, train_set, seed, config) -> Recipe:
-    # Four rotated inputs per image: the chapter doubles the learning rate for the 4x batch.
-    return _classifier(rotation.task, profile, train_set, seed, replace(config, lr=2 * config.lr))
-
-
-def _jigsaw(profile, train_set, seed, config) -> Recipe:
-    task = jigsaw.make_task(jigsaw.permutation_set(jigsaw.DEFAULT_SET_SIZE, seed=seed))
-    return _classifier(task, profile, train_set, seed, config)
-
-
-def _context(profile, train_set, seed, config) -> Recipe:
-    return _classifier(context.task, profile, train_set, seed, config)
-
-
-def _colorization(profile, train_set, seed, config) -> Recipe:
-    weights = colorization.rebalance_weights(colorization.ab_prior(train_set.images))
-    backbone = _backbone(profile, seed)
-    model = colorization.ColorizationNet(backbone, colorization.build_head(backbone.feature_dim))
-    return Recipe(model, colorization.classification_task(weights), config, train_set)
-
-
-def _generator(decoder_for, profile, seed) -> EncoderDecoder:
-    backbone = _backbone(profile, seed)
-    return EncoderDecoder(backbone, decoder_for(backbone.feature_dim))
-
-
-def _inpainting(profile, train_set, seed, config) -> Recipe:
-    adversary = inpainting.build_adversary(profile.width, profile.depth, seed=seed)
-    config = replace(config, optimizer="adam", lr=2e-3)
-    model = _generator(inpainting.build_head, profile, seed)
-    return Recipe(model, inpainting.task, config, train_set, adversary, {"adv": adversary.config()})
-
-
-def _superres(profile, train_set, seed, config) -> Recipe:
-    adversary = superres.build_adversary(profile.width, profile.depth, seed=seed)
-    config = replace(config, optimizer="adam", lr=2e-3)
-    model = _generator(superres.build_head, profile, seed)
-    return Recipe(model, superres.task, config, train_set, adversary, {"adv": adversary.config()})
-
-
-def _deepcluster(profile, train_set, seed, config) -> Recipe:
-    # Sobel input and a constant learning rate, as in the paper and the chapter.
-    backbone = deepcluster.build_sobel_backbone(profile.width, profile.depth, seed=seed)
-    task = deepcluster.DeepCluster(k=min(DEEPCLUSTER_K, len(train_set) // 10), seed=seed)
-    model = PretextModel(backbone, task.build_head(backbone.feature_dim))
-    config = replace(config, schedule="constant")
-    return Recipe(model, task, config, train_set, settings={"task": task.config()})
-
-
-def _synthetic(profile, train_set, seed, config) -> Recipe:
-    bank = synthetic.load_bank(len(train_set), seed=seed)
-    backbone = _backbone(profile, seed)
-    model = synthetic.SyntheticNet(backbone, synthetic.build_head(backbone.feature_dim))
-    return Recipe(model, synthetic.make_task(bank), config, train_set)
-
-
-def _frameorder(profile, train_set, seed, config) -> Recipe:
-    digits = load_mnist("train", n=len(train_set), seed=seed)
-    videos = video.moving_mnist(digits, len(train_set), seed=seed)
-    return _classifier(frameorder.make_task(), profile, videos, seed, config)
-
-
-RECIPES = {
-    "rotation": _rotation, "colorization": _colorization, "inpainting": _inpainting,
-    "superres": _superres, "context": _context, "jigsaw": _jigsaw, "deepcluster": _deepcluster,
-    "synthetic": _synthetic, "frameorder": _frameorder,
-}  # fmt: skip
+    return technique(name).recipe(profile, seed, data=train_set, epochs=epochs)
 
 
 @dataclass
@@ -198,7 +76,7 @@ class Pretrained:
 
 
 def pretrain(
-    technique: str,
+    name: str,
     profile: Profile,
     train_set: ImageSet,
     seed: int = 0,
@@ -206,22 +84,15 @@ def pretrain(
     checkpoint: bool = True,
     progress: bool = True,
 ) -> Pretrained:
-    """Train ``technique``'s recipe on ``train_set`` (any :class:`ImageSet`: CIFAR-10 or your
-    own photos) and return its backbone.
+    """Train technique ``name``'s recipe on ``train_set`` (any :class:`ImageSet`: CIFAR-10 or
+    your own photos) and return its backbone.
 
-    With ``checkpoint`` the weights are kept in the cache, named by technique, profile, seed,
-    settings and the images' count and name, and an identical later run loads them.
+    With ``checkpoint`` the weights are kept in the cache, keyed by the recipe's fingerprint
+    (the images' content among the rest), and an identical later run loads them.
     """
-    plan = recipe(technique, profile, train_set, seed, epochs)
-    path = None
-    if checkpoint:
-        path = default_path(
-            f"compare-{technique}", profile=profile, seed=seed, config=plan.config,
-            data=(train_set.name, len(train_set)), **plan.settings,
-        )  # fmt: skip
-    history = train(plan.model, plan.data, plan.task, plan.config, checkpoint=path,
-                    progress=progress, adversary=plan.adversary)  # fmt: skip
-    return Pretrained(technique, plan.model.backbone.eval(), history)
+    plan = recipe(name, profile, train_set, seed, epochs)
+    history = plan.train(progress=progress, checkpoint=checkpoint)
+    return Pretrained(name, plan.backbone.eval(), history)
 
 
 # ------------------------------------------------------------------------------ measurements
@@ -301,16 +172,16 @@ def result_path(method: str, profile: Profile, seed: int, directory: Path | None
     return (directory or results_dir()) / "comparison" / f"{slug}-{profile.name}-seed{seed}.json"
 
 
-def load_result(path: Path, expect: dict) -> dict | None:
-    """The result stored at ``path`` if it exists and matches ``expect`` (profile, budget, code
-    version...), else ``None``: results from other code or settings are never mixed in."""
+def load_result(path: Path, key: str) -> dict | None:
+    """The result stored at ``path`` if it exists and was measured under ``key`` (see
+    :func:`run`), else ``None``: results from other code, data or settings are never mixed in."""
     if not path.exists():
         return None
     try:
         stored = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    return stored if all(stored.get(k) == v for k, v in expect.items()) else None
+    return stored if isinstance(stored, dict) and stored.get("key") == key else None
 
 
 def run(
@@ -327,32 +198,36 @@ def run(
 
     ``baselines`` maps a seed to ``{"random init": backbone, "supervised": backbone}`` (see
     :func:`sslbook.evaluate.baseline_backbones`); the baselines are measured like every method.
-    A stored result of the same method, seed, profile, budget and code version is reused.
+    A stored result is reused when its key matches: the fingerprint of the method (its recipe,
+    or a baseline's weights), the profile, the budget, the seed, the images and the package.
     """
     epochs = default_epochs(profile) if epochs is None else epochs
     rows = []
     for seed in seeds:
         methods = {**dict.fromkeys(techniques), **(baselines or {}).get(seed, {})}
         for method, backbone in methods.items():
-            expect = {"method": method, "seed": seed, "profile": profile.name,
-                      "epochs": epochs, "code_version": code_version()}  # fmt: skip
+            plan = recipe(method, profile, train_set, seed, epochs) if backbone is None else None
+            identity = plan.fingerprint if plan is not None else weights_digest(backbone)
+            key = fingerprint("comparison", method, identity, profile, epochs, seed,
+                              data_digest(train_set), data_digest(test_set))  # fmt: skip
             path = result_path(method, profile, seed)
-            row = load_result(path, expect)
+            row = load_result(path, key)
             if row is None:
-                row = _measure_method(method, backbone, profile, train_set, test_set, seed, epochs,
-                                      progress)  # fmt: skip
-                row = {**expect, **row}
+                row = _measure_method(method, plan, backbone, profile, train_set, test_set, seed,
+                                      epochs, progress)  # fmt: skip
+                row = {"method": method, "seed": seed, "profile": profile.name,
+                       "epochs": epochs, "key": key, **row}  # fmt: skip
                 write_json(path, row)
             rows.append(row)
     return rows
 
 
-def _measure_method(method, backbone, profile, train_set, test_set, seed, epochs, progress):
+def _measure_method(method, plan, backbone, profile, train_set, test_set, seed, epochs, progress):
     timing = {"pretrain_seconds": None, "images_per_second": None, "images_seen": 0}
-    if backbone is None:  # a technique: pretrain it first
+    if plan is not None:  # a technique: pretrain it first
         started = time.perf_counter()
-        pretrained = pretrain(method, profile, train_set, seed, epochs, progress=progress)
-        backbone, history = pretrained.backbone, pretrained.history
+        history = plan.train(progress=progress)
+        backbone = plan.backbone.eval()
         timing = {
             "pretrain_seconds": history.seconds or time.perf_counter() - started,
             "images_per_second": history.images_per_second,

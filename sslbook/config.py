@@ -5,6 +5,10 @@
 - ``cpu``: the published book. A few minutes per chapter on 2 CPU cores, with real learning.
 - ``gpu``: full CIFAR-10 and longer training, for a GPU or Colab.
 
+Self-supervision's premise is that unlabelled images are plentiful and labels are not: every
+profile pretrains on ``n_unlabelled`` images and gives the probes and the supervised baseline the
+labels of only ``n_labelled`` of them.
+
 A notebook's ``parameters`` cell holds ``profile = None``; ``None`` means ``$SSLBOOK_PROFILE`` if
 set (so a whole book build can switch profile), else ``"cpu"``.
 """
@@ -26,12 +30,13 @@ class Profile:
 
     Attributes:
         name: ``smoke``, ``cpu`` or ``gpu``.
-        n_train: unlabelled training images for pretraining; their labels train the probes and
-            the supervised baseline.
+        n_unlabelled: CIFAR-10 training images for pretraining (their labels are never used).
+        n_labelled: training images whose labels the probes and the supervised baseline use
+            (a class-balanced subset of the unlabelled ones).
         n_test: held-out labelled images every evaluation is measured on.
         width: backbone width (channels of its first stage).
         depth: residual blocks per backbone stage.
-        epochs: pretraining epochs.
+        epochs: pretraining epochs (passes over the ``n_unlabelled`` images).
         supervised_epochs: epochs of the supervised baseline.
         batch_size: images per batch (a pretext task may expand each image into several inputs).
         lr: peak learning rate of SGD.
@@ -41,7 +46,8 @@ class Profile:
     """
 
     name: str
-    n_train: int
+    n_unlabelled: int
+    n_labelled: int
     n_test: int
     width: int
     depth: int
@@ -69,18 +75,18 @@ class Profile:
 
 PROFILES = {
     "smoke": Profile(
-        name="smoke", n_train=256, n_test=200, width=8, depth=1, epochs=1, supervised_epochs=1,
-        batch_size=64, lr=0.05, finetune_epochs=2, finetune_labels=(5, 10),
+        name="smoke", n_unlabelled=256, n_labelled=256, n_test=200, width=8, depth=1, epochs=1,
+        supervised_epochs=1, batch_size=64, lr=0.05, finetune_epochs=2, finetune_labels=(5, 10),
         probe_labels=(2, 5, 20),
     ),
     "cpu": Profile(
-        name="cpu", n_train=5000, n_test=2000, width=16, depth=1, epochs=10, supervised_epochs=10,
-        batch_size=128, lr=0.05, finetune_epochs=12, finetune_labels=(50, 250, 500),
-        probe_labels=(2, 5, 10, 50, 100, 500),
+        name="cpu", n_unlabelled=5000, n_labelled=5000, n_test=2000, width=16, depth=1,
+        epochs=10, supervised_epochs=10, batch_size=128, lr=0.05, finetune_epochs=12,
+        finetune_labels=(50, 250, 500), probe_labels=(2, 5, 10, 50, 100, 500),
     ),
     "gpu": Profile(
-        name="gpu", n_train=50000, n_test=10000, width=64, depth=2, epochs=60,
-        supervised_epochs=60, batch_size=256, lr=0.1, finetune_epochs=30,
+        name="gpu", n_unlabelled=50000, n_labelled=50000, n_test=10000, width=64, depth=2,
+        epochs=60, supervised_epochs=60, batch_size=256, lr=0.1, finetune_epochs=30,
         finetune_labels=(10, 100, 1000, 5000), probe_labels=(1, 10, 100, 1000, 5000),
     ),
 }  # fmt: skip

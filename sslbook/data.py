@@ -10,13 +10,18 @@ Where the data lives is resolved in this order:
 2. the environment variable ``SSLBOOK_DATA``,
 3. a per-user cache directory (``platformdirs``), where torchvision downloads what is missing.
 
-Inside that root, CIFAR-10 is read from torchvision's own layout (``cifar-10-batches-py``) or from
-PNGs in class folders (``cifar10/{train,test}/<class>/<index>_<class>.png``); MNIST from
-torchvision's layout (``MNIST/raw``).
+Inside that root, CIFAR-10 is read from PNGs in class folders
+(``cifar10/{train,test}/<class>/<index>_<class>.png``), from a few compressed uint8 shards
+(``cifar10-shards/{train,test}-<k>.npz``, written from the PNGs by ``python -m sslbook shards``:
+the dataset in parts small enough to copy to another machine) or from torchvision's own layout
+(``cifar-10-batches-py``); MNIST from torchvision's layout (``MNIST/raw``). Decoding 50,000 PNGs
+takes half a minute on two cores, so decoded images are kept in the cache, keyed by the files'
+names, sizes and times: a second load takes a fraction of a second.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import warnings
@@ -37,6 +42,8 @@ CIFAR10_CLASSES = (
     "dog", "frog", "horse", "ship", "truck",
 )  # fmt: skip
 MNIST_CLASSES = tuple(str(d) for d in range(10))
+SHARD_DIR = "cifar10-shards"
+DECODE_CACHE_MIN = 1000  # sets of at least this many files keep their decoded pixels
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
@@ -169,7 +176,14 @@ def load_cifar10(
     _check_split(split)
     base = data_root(root)
     png_dir = base / "cifar10" / split
+    shard_files = sorted((base / SHARD_DIR).glob(f"{split}-*.npz"))
     pickle_dir = base / "cifar-10-batches-py"
+    if not png_dir.is_dir() and shard_files:
+        images, labels = _read_shards(shard_files)
+        result = ImageSet(images, labels, CIFAR10_CLASSES, f"CIFAR-10 {split}")
+        if classes is not None:
+            result = result.select_classes(classes)
+        return result.stratified(n, seed)
     if png_dir.is_dir():
         files, labels = _cifar_png_files(png_dir)
         keep = torch.arange(len(files))
@@ -221,7 +235,35 @@ def _official_index(filename: str) -> int:
 
 
 def _decode_pngs(files: Sequence[Path]) -> torch.Tensor:
-    """Decode image files into one ``(N, 3, H, W)`` uint8 tensor, with threads."""
+    """Decode image files into one ``(N, 3, H, W)`` uint8 tensor, with threads, or load the
+    tensor kept from an earlier decoding of the very same files (see :func:`_decoded_path`)."""
+    path = _decoded_path(files)
+    if path is not None and path.exists():
+        try:
+            return torch.from_numpy(np.load(path))
+        except (OSError, ValueError):  # damaged: decode again, and replace it
+            path.unlink(missing_ok=True)
+    images = _decode_files(files)
+    if path is not None:
+        from sslbook.checkpoint import atomic_write
+
+        atomic_write(path, lambda f: np.save(f, images.numpy()))
+    return images
+
+
+def _decoded_path(files: Sequence[Path]) -> Path | None:
+    """Where the decoded tensor of ``files`` is kept: keyed by every file's path, size and
+    modification time (a replaced or edited file decodes anew) and by this module's source."""
+    if len(files) < DECODE_CACHE_MIN:
+        return None  # small sets decode in moments; not worth a file
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    for file in files:
+        stat = file.stat()
+        digest.update(f"{file}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return cache_dir() / "decoded" / f"images-{len(files)}-{digest.hexdigest()[:16]}.npy"
+
+
+def _decode_files(files: Sequence[Path]) -> torch.Tensor:
     from PIL import Image
 
     def decode(path: Path) -> np.ndarray:
@@ -237,6 +279,54 @@ def _decode_pngs(files: Sequence[Path]) -> torch.Tensor:
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         arrays = list(pool.map(decode, files))
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W)
+
+
+def _read_shards(files: Sequence[Path]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and labels of one split from its ``.npz`` shards, in official-index order."""
+    parts = []
+    for file in files:
+        try:
+            with np.load(file) as shard:
+                parts.append((shard["index"], shard["images"], shard["labels"]))
+        except (OSError, ValueError, KeyError) as error:
+            raise CorruptImageError(
+                f"{file} is not a readable CIFAR-10 shard ({error}); write the shards again with "
+                "`python -m sslbook shards` or delete them to use the PNG folders."
+            ) from None
+    index = np.concatenate([p[0] for p in parts])
+    order = np.argsort(index, kind="stable")
+    images = np.concatenate([p[1] for p in parts])[order]
+    labels = np.concatenate([p[2] for p in parts])[order]
+    return torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
+
+
+def write_shards(
+    out: str | os.PathLike | None = None, shards: int = 4, root: str | os.PathLike | None = None
+) -> list[Path]:
+    """Write CIFAR-10 as compressed uint8 shards, ``<out>/cifar10-shards/{train,test}-<k>.npz``
+    (``out`` defaults to the data root), each holding ``images`` (n, 3, 32, 32), ``labels`` and
+    ``index`` (the official position): the whole dataset in parts of a few tens of megabytes,
+    to copy to a machine where it cannot be downloaded. :func:`load_cifar10` reads them.
+
+    Returns:
+        The files written, in order.
+    """
+    folder = Path(out).expanduser() if out is not None else data_root(root)
+    folder = folder / SHARD_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for split in ("train", "test"):
+        data = load_cifar10(split, root=root, download=False)
+        for k, part in enumerate(np.array_split(np.arange(len(data)), shards)):
+            path = folder / f"{split}-{k}.npz"
+            np.savez_compressed(
+                path,
+                images=data.images[part].numpy(),
+                labels=data.labels[part].numpy().astype(np.uint8),
+                index=part,
+            )
+            written.append(path)
+    return written
 
 
 def _cifar_pickles(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:

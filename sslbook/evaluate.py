@@ -15,8 +15,8 @@ backbone trained with all the labels.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -24,50 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslbook.checkpoint import default_path
-from sslbook.data import ImageSet, cache_dir, stratified_indices
-from sslbook.models import BLOCK_NAMES, PretextModel, build_backbone
+from sslbook.checkpoint import cache_path
+from sslbook.data import ImageSet, stratified_indices
+from sslbook.fingerprint import data_digest, fingerprint, weights_digest
+from sslbook.inference import classify_accuracy, extract_features
+from sslbook.models import BLOCK_NAMES, PretextModel
 from sslbook.pretext.base import SupervisedTask
+from sslbook.recipes import shared_backbone, supervised
 from sslbook.results import write_json
-from sslbook.train import TrainConfig, pick_device, train
-from sslbook.transforms import to_float
-
-
-@torch.no_grad()
-def extract_features(
-    backbone: nn.Module,
-    data: ImageSet | torch.Tensor,
-    blocks: Sequence[str] = BLOCK_NAMES,
-    pool: int = 2,
-    batch_size: int = 256,
-    device: str | torch.device | None = None,
-) -> dict[str, torch.Tensor]:
-    """Frozen features of every image at every block.
-
-    Each block's map is average-pooled to ``pool x pool`` and flattened, keeping a little spatial
-    layout (a common choice for probing intermediate layers).
-
-    Args:
-        backbone: a :class:`~sslbook.models.ResNet` (anything with ``feature_maps``).
-        data: images (uint8 ``ImageSet`` or ``(N, C, H, W)`` tensor).
-        blocks: which blocks to return.
-        pool: output side of the adaptive average pooling.
-
-    Returns:
-        ``{block: (N, channels * pool * pool)}`` float32 CPU tensors.
-    """
-    images = data.images if isinstance(data, ImageSet) else data
-    device = pick_device(device)
-    was_training = backbone.training
-    backbone.eval().to(device)
-    out: dict[str, list[torch.Tensor]] = {b: [] for b in blocks}
-    for start in range(0, len(images), batch_size):
-        x = to_float(images[start : start + batch_size].to(device))
-        maps = backbone.feature_maps(x)
-        for b in blocks:
-            out[b].append(F.adaptive_avg_pool2d(maps[b].float(), pool).flatten(1).cpu())
-    backbone.train(was_training)
-    return {b: torch.cat(v) for b, v in out.items()}
+from sslbook.train import TrainConfig, train
 
 
 @dataclass
@@ -199,12 +164,18 @@ def evaluate_backbone(
     """Linear probe and k-NN at every block of a frozen backbone (train on ``train_set``'s
     labels, test on ``test_set``).
 
-    The result is kept in the cache under a fingerprint of the weights, the images and the seed:
-    the random-init and supervised baselines recur in every chapter and are measured once.
+    The result is kept in the cache under a fingerprint of the weights, the images, the seed and
+    the package source: the random-init and supervised baselines recur in every chapter and are
+    measured once. A damaged cache file is measured again, with a warning.
     """
-    path = cache_dir() / "evaluations" / f"{_fingerprint(backbone, train_set, test_set, seed)}.json"
+    key = fingerprint("evaluation", weights_digest(backbone), data_digest(train_set),
+                      data_digest(test_set), seed, BLOCK_NAMES)  # fmt: skip
+    path = cache_path("evaluations", "probe", key, suffix=".json")
     if path.exists():
-        return Evaluation(**json.loads(path.read_text()))
+        try:
+            return Evaluation(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError) as error:
+            warnings.warn(f"{path} is damaged ({error}); measuring again", stacklevel=2)
     train_features = extract_features(backbone, train_set)
     test_features = extract_features(backbone, test_set)
     linear, knn = {}, {}
@@ -214,22 +185,6 @@ def evaluate_backbone(
         knn[block] = knn_accuracy(*args)
     write_json(path, {"linear": linear, "knn": knn})  # atomic: a half-written file is never read
     return Evaluation(linear, knn)
-
-
-def _fingerprint(backbone: nn.Module, *data_and_seed) -> str:
-    """SHA-256 of everything an evaluation depends on: the backbone's class, weights and buffers,
-    the images and labels, the seed and the blocks probed."""
-    digest = hashlib.sha256(f"{type(backbone).__name__}|{BLOCK_NAMES}|v1".encode())
-    for name, tensor in sorted(backbone.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    for item in data_and_seed:
-        if isinstance(item, ImageSet):
-            digest.update(item.images.contiguous().numpy().tobytes())
-            digest.update(item.labels.contiguous().numpy().tobytes())
-        else:
-            digest.update(repr(item).encode())
-    return digest.hexdigest()[:24]
 
 
 def label_efficiency(
@@ -272,21 +227,6 @@ def label_efficiency_curves(
         curves[name] = label_efficiency(train_features, train_set.labels, test_features,
                                         test_set.labels, labels_per_class, seed=seed)  # fmt: skip
     return curves
-
-
-def train_supervised(
-    backbone: nn.Module,
-    train_set: ImageSet,
-    config: TrainConfig,
-    checkpoint=None,
-    progress: bool = True,
-):
-    """Train ``backbone`` plus a linear classifier on all of ``train_set``'s labels (the ceiling
-    baseline). Returns ``(classifier, history)``; ``backbone`` is trained in place."""
-    task = SupervisedTask(len(train_set.classes))
-    model = PretextModel(backbone, task.build_head(backbone.feature_dim))
-    history = train(model, train_set, task, config, checkpoint=checkpoint, progress=progress)
-    return model, history
 
 
 @dataclass
@@ -339,64 +279,20 @@ def fine_tune(
     return FineTuneResult(classify_accuracy(model, test_set), [])
 
 
-@torch.no_grad()
-def classify_accuracy(model: nn.Module, data: ImageSet, batch_size: int = 256) -> float:
-    """Accuracy of a classifier ``model`` (images → logits) on labelled ``data``."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    correct = 0
-    for start in range(0, len(data), batch_size):
-        x = to_float(data.images[start : start + batch_size].to(device))
-        correct += (model(x).argmax(1).cpu() == data.labels[start : start + batch_size]).sum()
-    model.train(was_training)
-    return correct.item() / len(data)
-
-
-@torch.no_grad()
-def predict(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """``model``'s outputs for ``inputs`` ``(N, ...)`` (uint8 or float images), computed in eval
-    mode in batches on the model's device; returned as float32 on the CPU."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    outputs = [
-        model(to_float(inputs[i : i + batch_size]).to(device)).float().cpu()
-        for i in range(0, len(inputs), batch_size)
-    ]
-    model.train(was_training)
-    return torch.cat(outputs)
-
-
-def predict_proba(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Softmax outputs of ``model`` for ``inputs`` ``(N, ...)``: ``(N, classes)`` on the CPU."""
-    return predict(model, inputs, batch_size).softmax(-1)
-
-
 def baseline_backbones(
-    profile,
-    train_set: ImageSet,
-    seed: int = 0,
-    progress: bool = True,
-    dataset: str | None = None,
+    profile, train_set: ImageSet, seed: int = 0, progress: bool = True
 ) -> dict[str, nn.Module]:
     """The floor and the ceiling of every chapter, on the same backbone and images.
 
     ``"random init"``: the backbone exactly as initialised with ``seed`` (what every method starts
     from), never trained. ``"supervised"``: the same initial network trained with all labels of
-    ``train_set`` for ``profile.supervised_epochs``; it is checkpointed, so later chapters reuse it.
-
-    The checkpoint is found by profile, seed and number of images, which is enough for the
-    CIFAR-10 baseline every chapter shares. A chapter that trains the baseline on other images
-    must name them in ``dataset`` (e.g. ``"mnist-frames"``), or it would load CIFAR-10's.
+    ``train_set`` (:func:`sslbook.recipes.supervised`); its checkpoint is keyed by the images
+    among the rest, so later chapters reuse it and no chapter loads one trained on other images.
     """
-    random_init = build_backbone(profile.width, profile.depth, seed=seed)
-    supervised = build_backbone(profile.width, profile.depth, seed=seed)
-    config = profile.supervised_config(seed)
-    other_data = {} if dataset is None else {"dataset": dataset}
-    path = default_path("supervised", profile=profile, seed=seed, n=len(train_set), **other_data)
-    train_supervised(supervised, train_set, config, checkpoint=path, progress=progress)
-    return {"random init": random_init.eval(), "supervised": supervised.eval()}
+    random_init = shared_backbone(profile, seed)
+    ceiling = supervised(profile, seed, data=train_set)
+    ceiling.train(progress=progress)
+    return {"random init": random_init.eval(), "supervised": ceiling.backbone.eval()}
 
 
 def compare_backbones(

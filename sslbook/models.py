@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 BLOCK_NAMES = ("block1", "block2", "block3")
+MIN_WIDTH = 8
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 
@@ -74,6 +75,12 @@ class ResNet(nn.Module):
         std: tuple[float, ...] | None = None,
     ) -> None:
         super().__init__()
+        if width < MIN_WIDTH:
+            raise ValueError(
+                f"width must be at least {MIN_WIDTH}, got {width}: narrower networks learn little, "
+                "and oneDNN's AVX2 kernels (torch 2.14 on CPUs without AVX-512) can corrupt "
+                "memory on 4-channel 1x1 convolutions"
+            )
         if mean is None or std is None:
             mean, std = (CIFAR10_MEAN, CIFAR10_STD) if in_channels == 3 else (MNIST_MEAN, MNIST_STD)
         self._config = {

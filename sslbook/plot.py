@@ -12,20 +12,29 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from sslbook.pretext import TECHNIQUES
 from sslbook.train import History
 from sslbook.transforms import to_float
 
-#: One colour per method, the same in every chapter.
+#: The baselines' colours, the same in every chapter.
 METHOD_COLORS = {"random init": "#9e9e9e", "supervised": "#37474f"}
-_PALETTE = [  # matplotlib's tab10 without its grey: one colour for each of the nine techniques
+#: matplotlib's tab10 without its grey, then the lighter half of tab20: a technique's colour is
+#: the entry at its place in :data:`sslbook.pretext.TECHNIQUES`, so it is the same everywhere.
+PALETTE = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22",
-    "#17becf",
+    "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2",
+    "#dbdb8d", "#9edae5",
 ]  # fmt: skip
 
 
 def color_of(method: str, index: int = 0) -> str:
-    """Stable colour for a method name."""
-    return METHOD_COLORS.get(method, _PALETTE[index % len(_PALETTE)])
+    """Stable colour for a method name: the baselines' own, a registered technique's by its
+    place in the registry, anything else (an ablation) by ``index``."""
+    if method in METHOD_COLORS:
+        return METHOD_COLORS[method]
+    if method in TECHNIQUES:
+        return PALETTE[TECHNIQUES.index(method) % len(PALETTE)]
+    return PALETTE[index % len(PALETTE)]
 
 
 def _as_numpy_image(image: torch.Tensor) -> np.ndarray:
@@ -227,4 +236,27 @@ def plot_feature_maps(
     fig.legend(handles=handles, loc="lower center", ncol=min(len(classes), 10), frameon=False,
                fontsize=8)  # fmt: skip
     fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
+
+
+def plot_gan_history(history, metric_name: str, title: str | None = None):
+    """Generator loss, the pretext metric per epoch and the discriminator's accuracy per step."""
+    has_adversary = bool(history.step_adversary_accuracy)
+    fig, axes = plt.subplots(1, 2 + has_adversary, figsize=(4.6 * (2 + has_adversary), 3.2))
+    axes[0].plot(history.step_loss, alpha=0.4)
+    axes[0].set(xlabel="step", ylabel="loss", title="generator loss", yscale="log")
+    epochs = np.arange(1, len(history.epoch_metric) + 1)
+    axes[1].plot(epochs, history.epoch_metric, marker="o")
+    axes[1].set(xlabel="epoch", ylabel=metric_name, title=f"{metric_name} (training)")
+    if has_adversary:
+        acc = np.asarray(history.step_adversary_accuracy)
+        window = max(1, len(acc) // 20)
+        axes[2].plot(acc, alpha=0.3, color="#d62728")
+        smooth = np.convolve(acc, np.ones(window) / window, mode="valid")
+        axes[2].plot(np.arange(window - 1, len(acc)), smooth, color="#d62728")
+        axes[2].axhline(0.5, color="black", linestyle=":", linewidth=1)
+        axes[2].set(xlabel="step", ylabel="accuracy", title="discriminator accuracy", ylim=(0, 1))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
     return fig

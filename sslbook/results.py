@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sslbook.checkpoint import atomic_write
 from sslbook.data import cache_dir
+from sslbook.fingerprint import source_digest
 
 RESULTS_ENV = "SSLBOOK_RESULTS"
 REQUIRED_KEYS = (
@@ -97,6 +99,7 @@ def provenance() -> dict:
     """What produced a result: code version, torch, machine, device and time."""
     return {
         "code_version": code_version(),
+        "source_digest": source_digest()[:16],
         "torch": torch.__version__,
         "machine": platform.machine(),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
@@ -105,22 +108,31 @@ def provenance() -> dict:
 
 
 def write_json(path: str | os.PathLike, data: dict) -> Path:
-    """Write ``data`` as JSON to ``path`` atomically (a temporary file, then a rename), so an
-    interrupted run never leaves half a file for a later build to read."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
-    os.replace(tmp, path)
-    return path
+    """Write ``data`` as JSON to ``path`` atomically (a uniquely named temporary file, then a
+    rename), so an interrupted run never leaves half a file for a later build to read, and two
+    runs writing the same file never tear each other's writes."""
+    text = json.dumps(data, indent=2, default=_jsonable) + "\n"
+    return atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def read_summaries(directory: str | os.PathLike | None = None) -> list[dict]:
     """Every chapter summary in the results directory, sorted by file name (the comparison's
-    own table is not a chapter summary and is left out)."""
+    own table is not a chapter summary and is left out).
+
+    Raises:
+        ValueError: a summary file is damaged; the message names it and says what to do.
+    """
     folder = Path(directory) if directory is not None else results_dir()
     files = [p for p in sorted(folder.glob("*.json")) if not p.name.startswith("comparison-")]
-    return [json.loads(p.read_text()) for p in files]
+    summaries = []
+    for path in files:
+        try:
+            summaries.append(json.loads(path.read_text()))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(
+                f"{path} is not a readable summary ({error}); delete it and re-run its chapter"
+            ) from None
+    return summaries
 
 
 def _jsonable(value):
@@ -164,7 +176,8 @@ def chapter_summary(
         "supervised": evaluations["supervised"].summary(),
         "pretrain_seconds": history.seconds,
         "images_per_second": history.images_per_second,
-        "n_train": profile.n_train,
+        "n_unlabelled": profile.n_unlabelled,
+        "n_labelled": profile.n_labelled,
         "n_test": profile.n_test,
         **extra,
     }

@@ -3,11 +3,17 @@
 The loop knows nothing about the method: it draws batches of images, lets the task turn them into
 ``(inputs, targets)``, and minimises the task's loss. Around that it does the chores once, for all
 chapters: device choice, seeding, mixed precision where it pays, channels-last memory, a progress
-bar, a learning-rate schedule, NaN detection, and checkpoints that resume.
+bar, a learning-rate schedule, checks for NaNs, and checkpoints that resume.
 
-For the GAN chapters the loop takes an optional ``adversary`` (see :mod:`sslbook.adversarial`):
-every step it first trains the adversary's discriminator on the detached outputs, with its own
-optimiser, then adds the adversary's generator loss to the task's loss.
+Each job is one short function, to be read on its own:
+
+- :func:`train` sets up a :class:`Run` (:func:`start_run`), resumes it, and loops over epochs;
+- :func:`train_epoch` draws the epoch's batches (the task may plan the epoch, see
+  :class:`~sslbook.pretext.base.EpochPlan`);
+- :func:`train_step` is one optimisation step of the model; in the GAN chapters
+  (``adversary=``) it calls :func:`adversary_step`, the discriminator's own update, first;
+- :func:`resume` and :func:`save` are the checkpoint, :func:`check_finite` the guard against
+  a run that "finishes" with broken weights.
 """
 
 from __future__ import annotations
@@ -15,15 +21,16 @@ from __future__ import annotations
 import ctypes
 import functools
 import math
+import numbers
 import os
 import random
 import sys
 import time
 import warnings
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,62 +39,15 @@ from tqdm.auto import tqdm
 
 from sslbook.checkpoint import load_checkpoint, save_checkpoint
 from sslbook.data import ImageSet
+from sslbook.device import autocast, pick_device, pick_precision
+from sslbook.pretext.base import Adversary, Batch, EpochPlan, Task
 from sslbook.transforms import random_crop_flip, to_float
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
 class TrainingDivergedError(FloatingPointError):
-    """The loss became NaN or infinite."""
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` if given, else the fastest available: CUDA, then Apple's MPS, then the CPU."""
-    if device is not None:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU computes bf16 natively (AMX or AVX-512-BF16).
-
-    Without these instructions, PyTorch emulates bf16 and autocast makes training slower, not
-    faster (on an AVX2-only CPU, ~10x slower: see ``benchmarks/throughput.py``).
-    """
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def pick_precision(device: torch.device, precision: str = "auto") -> str:
-    """Resolve ``"auto"`` into ``"fp32"``, ``"bf16"`` or ``"fp16"`` for this device.
-
-    CUDA: bf16 where supported, else fp16 with loss scaling. CPU: bf16 only with native support.
-    MPS: fp32 (autocast there is still patchy).
-    """
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device.type == "cpu" and cpu_has_fast_bf16():
-        return "bf16"
-    return "fp32"
-
-
-def autocast(device: torch.device, precision: str):
-    """The autocast context for ``precision`` (a no-op for fp32)."""
-    if precision == "fp32":
-        return nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    """The loss, or the model's weights or statistics, became NaN or infinite."""
 
 
 @functools.cache
@@ -152,6 +112,7 @@ class History:
 
 
 SCHEDULES = ("cosine", "constant")  # learning-rate schedules after the warm-up
+OPTIMIZERS = ("sgd", "adam")
 
 
 @dataclass
@@ -162,6 +123,9 @@ class TrainConfig:
     the generators of the reconstruction chapters, whose small losses SGD follows badly.
     ``schedule="constant"`` keeps the learning rate at ``lr`` after the warm-up: DeepCluster needs
     it, because its targets change every epoch and a decayed rate can no longer follow them.
+
+    Raises:
+        ValueError: a setting out of range (e.g. ``batch_size=0``, ``seed="abc"``), naming it.
     """
 
     epochs: int = 10
@@ -176,9 +140,26 @@ class TrainConfig:
     schedule: str = "cosine"
 
     def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+                raise ValueError(f"{name} must be a whole number, got {value!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(
+                f"epochs and batch_size must be at least 1, got epochs={self.epochs}, "
+                f"batch_size={self.batch_size}"
+            )
+        for name in ("lr", "weight_decay", "momentum", "warmup_fraction"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(
                 f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}"
+            )
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}"
             )
 
 
@@ -193,10 +174,39 @@ def learning_rate(step: int, total_steps: int, config: TrainConfig) -> float:
     return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+@dataclass
+class Run:
+    """Everything one training run holds while it trains (built by :func:`train`)."""
+
+    model: nn.Module
+    task: Task
+    config: TrainConfig
+    device: torch.device
+    precision: str
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    steps_per_epoch: int
+    adversary: Adversary | None = None
+    adversary_optimizer: torch.optim.Optimizer | None = None
+    adversary_scaler: torch.amp.GradScaler | None = None
+    history: History = field(default_factory=History)
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.config.epochs
+
+    def identity(self) -> dict:
+        """What a checkpoint of this run must match: the model's and the training's settings."""
+        train_config = asdict(self.config) | {"task": self.task.name}
+        if self.adversary is not None:
+            train_config["adversary"] = self.adversary.config()
+        return {"model_config": _model_config(self.model), "train_config": train_config}
+
+
 def train(
     model: nn.Module,
     data: ImageSet,
-    task,
+    task: Task,
     config: TrainConfig | None = None,
     *,
     augment: Augment | None = random_crop_flip,
@@ -205,19 +215,14 @@ def train(
     progress: bool = True,
     parameters: list | None = None,
     on_epoch_end: Callable[[nn.Module, int], None] | None = None,
-    adversary: nn.Module | None = None,
+    adversary: Adversary | None = None,
 ) -> History:
     """Train ``model`` on ``task`` over the images of ``data``.
 
     Args:
         model: maps ``inputs`` to ``outputs`` for ``task.loss`` (e.g. a ``PretextModel``).
         data: training images (uint8); labels are only handed to the task, which may ignore them.
-        task: anything with ``make_batch(images, labels, generator)``, ``loss(outputs,
-            targets)``, ``metric`` (or ``None``), ``name`` and ``on_epoch_start`` (or ``None``).
-            ``on_epoch_start(model, data, epoch)`` runs before every epoch; if it returns an
-            :class:`~sslbook.data.ImageSet`, that epoch trains on it instead of ``data`` (a task
-            that relabels or resamples the data as it goes, as DeepCluster does). It must hold
-            at least ``len(data)`` images, so every epoch has the same number of steps.
+        task: a :class:`~sslbook.pretext.base.Task`.
         config: optimisation settings; defaults to :class:`TrainConfig`.
         augment: batched augmentation applied to float images before the task sees them.
         device: where to train; chosen automatically when ``None``.
@@ -229,20 +234,56 @@ def train(
             learning rate (e.g. a pretrained backbone fine-tuned more gently than a new head).
         on_epoch_end: called as ``on_epoch_end(model, epoch)`` after every epoch (e.g. to
             measure test accuracy); the model is back in train mode afterwards.
-        adversary: optional GAN opponent with ``discriminator_step_loss(outputs, targets) ->
-            (loss, accuracy)``, ``generator_loss(outputs, targets)``, ``make_optimizer()``,
-            ``lr``, ``config()`` and ``check(history) -> str | None`` (a warning to raise), e.g.
-            :class:`sslbook.adversarial.Adversary`. Its learning rate follows the same schedule.
+        adversary: an optional GAN opponent (:class:`~sslbook.pretext.base.Adversary`), trained
+            by :func:`adversary_step` before every step of the model; its learning rate follows
+            the same schedule.
 
     Returns:
         The :class:`History`; ``model`` is trained in place and left in eval mode on ``device``.
 
     Raises:
         ValueError: the dataset is smaller than one batch.
-        TrainingDivergedError: the loss (or the adversary's loss) became NaN or infinite.
+        TrainingDivergedError: the loss, the adversary's loss, or the weights became NaN or inf.
     """
     config = config or TrainConfig()
     _check_batch_fits(len(data), config.batch_size)
+    run = start_run(model, task, config, device, parameters, adversary, len(data))
+    start_epoch = resume(run, checkpoint, progress)
+    bar = tqdm(
+        total=run.total_steps, initial=start_epoch * run.steps_per_epoch, disable=not progress,
+        desc=task.name, unit="step", mininterval=1.0,
+    )  # fmt: skip
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            train_epoch(run, data, epoch, augment, bar)
+            check_finite(run, epoch)
+            if on_epoch_end is not None:
+                on_epoch_end(model, epoch)
+                model.train()
+            if checkpoint is not None:
+                save(run, checkpoint, epoch + 1)
+    finally:
+        bar.close()
+    model.eval()
+    if adversary is not None:
+        adversary.eval()
+        problem = adversary.check(run.history)
+        if problem:
+            warnings.warn(f"{task.name}: {problem}", RuntimeWarning, stacklevel=2)
+    return run.history
+
+
+def start_run(
+    model: nn.Module,
+    task: Task,
+    config: TrainConfig,
+    device: str | torch.device | None = None,
+    parameters=None,
+    adversary: Adversary | None = None,
+    n_images: int = 0,
+) -> Run:
+    """Seed, move the model and build the optimisers: a :class:`Run` ready for epoch 0 of
+    ``n_images`` images (benchmarks use it to time and count one :func:`train_step`)."""
     device = pick_device(device)
     precision = pick_precision(device, config.precision)
     keep_freed_memory()
@@ -250,147 +291,235 @@ def train(
     model.to(device)
     if device.type != "mps":
         model.to(memory_format=torch.channels_last)
-    optimizer = _make_optimizer(
-        parameters if parameters is not None else model.parameters(), config
-    )
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    steps_per_epoch = len(data) // config.batch_size
-    total_steps = steps_per_epoch * config.epochs
-    history, start_epoch = History(), 0
-    train_config = asdict(config) | {"task": task.name}
+    run = Run(
+        model=model, task=task, config=config, device=device, precision=precision,
+        optimizer=_make_optimizer(parameters if parameters is not None else model.parameters(),
+                                  config),
+        scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
+        steps_per_epoch=n_images // config.batch_size,
+    )  # fmt: skip
     if adversary is not None:
         adversary.to(device)
-        adversary_optimizer = adversary.make_optimizer()
-        adversary_scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-        train_config["adversary"] = adversary.config()
-    if checkpoint is not None and Path(checkpoint).exists():
-        state = load_checkpoint(
-            checkpoint, expect={"model_config": _model_config(model), "train_config": train_config}
-        )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if adversary is not None:
-            adversary.load_state_dict(state["adversary"])
-            adversary_optimizer.load_state_dict(state["adversary_optimizer"])
-        history = History(**state["history"])
-        start_epoch = state["epoch"]
-        if progress and start_epoch:
-            print(f"loaded {checkpoint} ({start_epoch}/{config.epochs} epochs done)")
+        run.adversary = adversary
+        run.adversary_optimizer = adversary.make_optimizer()
+        run.adversary_scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    return run
 
-    bar = tqdm(
-        total=total_steps, initial=start_epoch * steps_per_epoch, disable=not progress,
-        desc=task.name, unit="step", mininterval=1.0,
-    )  # fmt: skip
-    for epoch in range(start_epoch, config.epochs):
-        # One generator per epoch, seeded by (seed, epoch): resuming replays exactly.
-        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-        epoch_data = data
-        if task.on_epoch_start is not None:
-            relabelled = task.on_epoch_start(model, data, epoch)
-            if relabelled is not None:  # e.g. DeepCluster: resampled images with pseudo-labels
-                epoch_data = _check_epoch_data(relabelled, len(data), task.name)
-        model.train()
-        if adversary is not None:
-            adversary.train()
-        started, losses, metrics, adversary_accuracy = time.perf_counter(), [], [], []
-        order = torch.randperm(len(epoch_data), generator=generator)
-        for i in range(steps_per_epoch):
-            index = order[i * config.batch_size : (i + 1) * config.batch_size]
-            images = to_float(epoch_data.images[index].to(device, non_blocking=True))  # (B,C,H,W)
-            if augment is not None:
-                images = augment(images, generator)
-            labels = epoch_data.labels[index].to(device)
-            inputs, targets = task.make_batch(images, labels, generator)
-            if inputs.dim() == 4 and device.type != "mps":
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
-            step = epoch * steps_per_epoch + i
-            lr = learning_rate(step, total_steps, config)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * group.get("lr_scale", 1)
-            with autocast(device, precision):
-                outputs = model(inputs)
-                loss = task.loss(outputs, targets)
-            if adversary is not None:
-                for group in adversary_optimizer.param_groups:
-                    group["lr"] = adversary.lr * lr / config.lr
-                adversary_loss, accuracy = _adversary_step(
-                    adversary, adversary_optimizer, adversary_scaler, outputs.detach(), targets,
-                    device, precision,
-                )  # fmt: skip
-                if not math.isfinite(adversary_loss):
-                    bar.close()
-                    raise TrainingDivergedError(
-                        f"{task.name}: the discriminator's loss became {adversary_loss} at epoch "
-                        f"{epoch + 1}, step {i + 1}. Lower its learning rate (now {adversary.lr})."
-                    )
-                history.step_adversary_loss.append(adversary_loss)
-                adversary_accuracy.append(accuracy)
-                adversary.requires_grad_(False)  # the generator step leaves it untouched
-                with autocast(device, precision):
-                    loss = loss + adversary.generator_loss(outputs, targets)
-            if not torch.isfinite(loss):
-                bar.close()
+
+def train_epoch(run: Run, data: ImageSet, epoch: int, augment: Augment | None, bar) -> None:
+    """One pass: the task may plan it (new targets, an order), then every batch is one step."""
+    # One generator per epoch, seeded by (seed, epoch): resuming replays exactly.
+    generator = torch.Generator().manual_seed(run.config.seed * 100_003 + epoch)
+    order = _epoch_order(run, data, epoch, generator)
+    run.model.train()
+    if run.adversary is not None:
+        run.adversary.train()
+    history, started = run.history, time.perf_counter()
+    losses, metrics, adversary_accuracy = [], [], []
+    for i in range(run.steps_per_epoch):
+        index = order[i * run.config.batch_size : (i + 1) * run.config.batch_size]
+        batch = draw_batch(run, data, index, augment, generator)
+        inputs, targets = run.task.make_batch(batch, generator)
+        step = train_step(run, inputs, targets, epoch, i)
+        losses.append(step.loss)
+        if step.metric is not None:
+            metrics.append(step.metric)
+        if step.adversary_accuracy is not None:
+            history.step_adversary_loss.append(step.adversary_loss)
+            adversary_accuracy.append(step.adversary_accuracy)
+        history.images_seen += len(index)
+        history.inputs_seen += len(inputs)
+        _show(bar, run, epoch, step, history.seconds + time.perf_counter() - started)
+    history.seconds += time.perf_counter() - started
+    history.step_loss.extend(losses)
+    history.epoch_loss.append(float(np.mean(losses)))
+    if metrics:
+        history.epoch_metric.append(float(np.mean(metrics)))
+    if adversary_accuracy:
+        history.step_adversary_accuracy.extend(adversary_accuracy)
+        history.epoch_adversary_accuracy.append(float(np.mean(adversary_accuracy)))
+
+
+def _epoch_order(run: Run, data: ImageSet, epoch: int, generator) -> torch.Tensor:
+    """The images of this epoch, in order: a shuffle, unless the task plans the epoch."""
+    plan: EpochPlan | None = None
+    if run.task.on_epoch_start is not None:
+        plan = run.task.on_epoch_start(run.model, data, epoch)
+    if plan is not None:
+        for parameter in plan.fresh_parameters:  # re-initialised: no momentum from the past
+            run.optimizer.state.pop(parameter, None)
+    if plan is None or plan.order is None:
+        return torch.randperm(len(data), generator=generator)
+    needed = run.steps_per_epoch * run.config.batch_size
+    if len(plan.order) < needed:
+        raise ValueError(
+            f"{run.task.name}: on_epoch_start planned {len(plan.order)} images, the epoch needs "
+            f"{needed}"
+        )
+    return plan.order
+
+
+def draw_batch(run: Run, data: ImageSet, index: torch.Tensor, augment, generator) -> Batch:
+    """The images at ``index``, as floats on the run's device, augmented: the task's input."""
+    images = to_float(data.images[index].to(run.device, non_blocking=True))  # (B, C, H, W)
+    if augment is not None:
+        images = augment(images, generator)
+    return Batch(images, data.labels[index].to(run.device), index)
+
+
+@dataclass
+class Step:
+    """What one step reports: the loss, the task's metric (``None`` without one) and, in GAN
+    training, the discriminator's loss and accuracy."""
+
+    loss: float
+    metric: float | None
+    adversary_loss: float | None = None
+    adversary_accuracy: float | None = None
+
+
+def train_step(run: Run, inputs, targets, epoch: int, step: int) -> Step:
+    """One update of the model: forward, the task's loss, backward, an optimiser step.
+
+    With an adversary, the discriminator first takes its own step on the detached outputs
+    (:func:`adversary_step`), then its generator loss joins the task's loss while it is frozen.
+    """
+    lr = learning_rate(epoch * run.steps_per_epoch + step, run.total_steps, run.config)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1)
+    if isinstance(inputs, torch.Tensor) and inputs.dim() == 4 and run.device.type != "mps":
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    with autocast(run.device, run.precision):
+        outputs = run.model(inputs)
+        loss = run.task.loss(outputs, targets)
+    result = Step(loss=0.0, metric=None)
+    if run.adversary is not None:
+        result.adversary_loss, result.adversary_accuracy = adversary_step(
+            run, outputs.detach(), targets, lr / max(run.config.lr, 1e-12), epoch, step
+        )
+        run.adversary.requires_grad_(False)  # the generator's step leaves it untouched
+        with autocast(run.device, run.precision):
+            loss = loss + run.adversary.generator_loss(outputs, targets)
+    if not torch.isfinite(loss):
+        raise TrainingDivergedError(
+            f"{run.task.name}: loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}. "
+            f"Lower the learning rate (now {run.config.lr}) or check the inputs for NaNs."
+        )
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    if run.adversary is not None:
+        run.adversary.requires_grad_(True)
+    result.loss = loss.item()
+    if run.task.metric is not None:
+        with torch.no_grad():
+            result.metric = run.task.metric(outputs, targets)
+    return result
+
+
+def adversary_step(run: Run, outputs, targets, schedule: float, epoch: int, step: int):
+    """One update of the discriminator on the model's detached ``outputs``, its learning rate
+    scaled by ``schedule`` (the generator's scheduled rate over its peak).
+
+    Returns:
+        ``(loss, accuracy)``: the discriminator's loss and real/fake accuracy on this batch.
+    """
+    adversary, optimizer, scaler = run.adversary, run.adversary_optimizer, run.adversary_scaler
+    for group in optimizer.param_groups:
+        group["lr"] = adversary.lr * schedule
+    with autocast(run.device, run.precision):
+        loss, accuracy = adversary.discriminator_step_loss(outputs, targets)
+    if not torch.isfinite(loss):
+        raise TrainingDivergedError(
+            f"{run.task.name}: the discriminator's loss became {loss.item()} at epoch "
+            f"{epoch + 1}, step {step + 1}. Lower its learning rate (now {adversary.lr})."
+        )
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.item(), accuracy
+
+
+def check_finite(run: Run, epoch: int) -> None:
+    """Refuse to go on (or save) with a NaN or infinite weight or statistic.
+
+    A huge learning rate can leave the loss finite while BatchNorm's running statistics
+    overflow; the run would "finish" and save a model that every evaluation then fails on.
+    """
+    modules = {"model": run.model, "adversary": run.adversary}
+    for owner, module in modules.items():
+        if module is None:
+            continue
+        for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                 raise TrainingDivergedError(
-                    f"{task.name}: loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}. "
-                    f"Lower the learning rate (now {config.lr}) or check the inputs for NaNs."
+                    f"{run.task.name}: after epoch {epoch + 1} the {owner}'s {name} holds NaN or "
+                    f"infinite values, although the loss stayed finite. Lower the learning rate "
+                    f"(now {run.config.lr}); nothing of this run was saved."
                 )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            if adversary is not None:
-                adversary.requires_grad_(True)
-            losses.append(loss.item())
-            if task.metric is not None:
-                metrics.append(task.metric(outputs.detach().float(), targets))
-            history.images_seen += len(index)
-            history.inputs_seen += len(inputs)
-            elapsed = history.seconds + time.perf_counter() - started
-            bar.set_postfix(
-                epoch=f"{epoch + 1}/{config.epochs}", loss=f"{losses[-1]:.3f}",
-                img_s=f"{history.images_seen / max(elapsed, 1e-9):.0f}", refresh=False,
-                **({"d_acc": f"{adversary_accuracy[-1]:.2f}"} if adversary_accuracy else {}),
-            )  # fmt: skip
-            bar.update()
-        history.seconds += time.perf_counter() - started
-        history.step_loss.extend(losses)
-        history.epoch_loss.append(float(np.mean(losses)))
-        if metrics:
-            history.epoch_metric.append(float(np.mean(metrics)))
-        if adversary_accuracy:
-            history.step_adversary_accuracy.extend(adversary_accuracy)
-            history.epoch_adversary_accuracy.append(float(np.mean(adversary_accuracy)))
-        if on_epoch_end is not None:
-            on_epoch_end(model, epoch)
-            model.train()
-        if checkpoint is not None:
-            save_checkpoint(
-                checkpoint,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "epoch": epoch + 1,
-                    "history": asdict(history),
-                    "model_config": _model_config(model),
-                    "train_config": train_config,
-                    **(
-                        {
-                            "adversary": adversary.state_dict(),
-                            "adversary_optimizer": adversary_optimizer.state_dict(),
-                        }
-                        if adversary is not None
-                        else {}
-                    ),
-                },
-            )
-    bar.close()
-    model.eval()
-    if adversary is not None:
-        adversary.eval()
-        problem = adversary.check(history)
-        if problem:
-            warnings.warn(f"{task.name}: {problem}", RuntimeWarning, stacklevel=2)
-    return history
+
+
+def resume(run: Run, checkpoint: str | os.PathLike | None, progress: bool) -> int:
+    """Restore ``run`` from ``checkpoint`` if the file exists; returns the epochs already done.
+
+    Raises:
+        CheckpointError: the file is unreadable or was written by another model or setting.
+    """
+    if checkpoint is None or not Path(checkpoint).exists():
+        return 0
+    state = load_checkpoint(checkpoint, expect=run.identity())
+    try:
+        run.model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        if run.adversary is not None:
+            run.adversary.load_state_dict(state["adversary"])
+            run.adversary_optimizer.load_state_dict(state["adversary_optimizer"])
+        run.history = History(**state["history"])
+        if "task_state" in state:
+            run.task.load_state_dict(state["task_state"])
+        epoch = int(state["epoch"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        from sslbook.checkpoint import CheckpointError
+
+        raise CheckpointError(
+            f"{checkpoint} matches this model but cannot be restored ({type(error).__name__}: "
+            f"{str(error)[:200]}). Delete it and the run will train from scratch."
+        ) from None
+    if progress and epoch:
+        print(f"loaded {checkpoint} ({epoch}/{run.config.epochs} epochs done)")
+    return epoch
+
+
+def save(run: Run, checkpoint: str | os.PathLike, epochs_done: int) -> None:
+    """Write the run atomically (see :func:`sslbook.checkpoint.save_checkpoint`): the model, the
+    optimiser, the history, the adversary, and the task's own state if it has one (a task with
+    ``state_dict``/``load_state_dict``, such as DeepCluster's log of its clusterings)."""
+    state: dict[str, Any] = {
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "epoch": epochs_done,
+        "history": asdict(run.history),
+        **run.identity(),
+    }
+    if run.adversary is not None:
+        state["adversary"] = run.adversary.state_dict()
+        state["adversary_optimizer"] = run.adversary_optimizer.state_dict()
+    if hasattr(run.task, "state_dict"):  # a task that keeps something across epochs
+        state["task_state"] = run.task.state_dict()
+    save_checkpoint(checkpoint, state)
+
+
+def _show(bar, run: Run, epoch: int, step: Step, elapsed: float) -> None:
+    """Progress: epoch, loss, images/s and, in the GAN chapters, the discriminator's accuracy."""
+    d_acc = step.adversary_accuracy
+    bar.set_postfix(
+        epoch=f"{epoch + 1}/{run.config.epochs}", loss=f"{step.loss:.3f}",
+        img_s=f"{run.history.images_seen / max(elapsed, 1e-9):.0f}", refresh=False,
+        **({"d_acc": f"{d_acc:.2f}"} if d_acc is not None else {}),
+    )  # fmt: skip
+    bar.update()
 
 
 def _check_batch_fits(n_images: int, batch_size: int) -> None:
@@ -402,21 +531,9 @@ def _check_batch_fits(n_images: int, batch_size: int) -> None:
     raise ValueError(
         f"{n_images} images cannot fill one batch of {batch_size}: add images (at least "
         f"{batch_size}), or train with a smaller batch_size, e.g. "
-        f"config = profile.train_config(seed, batch_size={suggestion}), or "
-        f"sb.get_profile(name, batch_size={suggestion}) for code that takes a whole profile "
-        f"(sb.compare.pretrain)."
+        f"recipe(cfg, seed, batch_size={suggestion}), or "
+        f"sb.get_profile(name, batch_size={suggestion}) for a whole profile."
     )
-
-
-def _check_epoch_data(epoch_data, n: int, name: str) -> ImageSet:
-    """What ``on_epoch_start`` returned, checked: an ImageSet of at least ``n`` images."""
-    if not isinstance(epoch_data, ImageSet):
-        raise TypeError(
-            f"{name}: on_epoch_start must return None or an ImageSet, got {type(epoch_data)}"
-        )
-    if len(epoch_data) < n:
-        raise ValueError(f"{name}: on_epoch_start returned {len(epoch_data)} images, not {n}")
-    return epoch_data
 
 
 def _make_optimizer(parameters, config: TrainConfig) -> torch.optim.Optimizer:
@@ -425,21 +542,7 @@ def _make_optimizer(parameters, config: TrainConfig) -> torch.optim.Optimizer:
             parameters, lr=config.lr, momentum=config.momentum, nesterov=True,
             weight_decay=config.weight_decay,
         )  # fmt: skip
-    if config.optimizer == "adam":
-        return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    raise ValueError(f"optimizer must be 'sgd' or 'adam', got {config.optimizer!r}")
-
-
-def _adversary_step(adversary, optimizer, scaler, outputs, targets, device, precision) -> tuple:
-    """One discriminator update on detached generator ``outputs``; ``(loss, accuracy)``."""
-    with autocast(device, precision):
-        loss, accuracy = adversary.discriminator_step_loss(outputs, targets)
-    optimizer.zero_grad(set_to_none=True)
-    if torch.isfinite(loss):
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    return loss.item(), accuracy
+    return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
 
 
 def _model_config(model: nn.Module) -> dict:

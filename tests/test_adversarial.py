@@ -6,7 +6,8 @@ import torch
 
 import sslbook as sb
 from sslbook import adversarial
-from sslbook.adversarial import EncoderDecoder, build_discriminator, diagnose
+from sslbook.adversarial import build_discriminator, diagnose
+from sslbook.decoders import EncoderDecoder
 from sslbook.pretext import inpainting, superres
 from sslbook.train import History, TrainConfig, TrainingDivergedError, train
 
@@ -44,7 +45,7 @@ def test_gan_training_records_the_discriminator_and_changes_both_players(cifar_s
     adversary = superres.build_adversary(8, 1, seed=0)
     d_before = [p.clone() for p in adversary.parameters()]
     history = train(
-        model, train_set[:128], superres.task, TrainConfig(epochs=2, batch_size=32),
+        model, train_set[:128], superres.make_task(), TrainConfig(epochs=2, batch_size=32),
         adversary=adversary, progress=False,
     )  # fmt: skip
     assert len(history.step_adversary_accuracy) == len(history.step_loss) == 8
@@ -63,7 +64,7 @@ def test_discriminator_learns_to_spot_blurry_fakes(cifar_small):
     train_set, _ = cifar_small
     adversary = superres.build_adversary(8, 1, seed=0, lr=2e-3)
     history = train(
-        _generator(superres), train_set[:256], superres.task,
+        _generator(superres), train_set[:256], superres.make_task(),
         TrainConfig(epochs=3, batch_size=16, lr=1e-8), adversary=adversary, progress=False,
     )  # fmt: skip
     assert history.epoch_adversary_accuracy[-1] > 0.8
@@ -73,7 +74,7 @@ def test_discriminator_learns_to_spot_blurry_fakes(cifar_small):
 def test_without_adversary_history_has_no_discriminator(cifar_small):
     train_set, _ = cifar_small
     history = train(
-        _generator(inpainting), train_set[:64], inpainting.task,
+        _generator(inpainting), train_set[:64], inpainting.make_task(),
         TrainConfig(epochs=1, batch_size=32), progress=False,
     )  # fmt: skip
     assert history.step_adversary_accuracy == [] and len(history.step_loss) == 2
@@ -91,8 +92,9 @@ def test_gan_checkpoint_resumes_both_players(tmp_path, cifar_small):
     def run(path=None, on_epoch_end=None):
         adversary = inpainting.build_adversary(8, 1, seed=0)
         history = train(
-            _generator(inpainting), data, inpainting.task, TrainConfig(epochs=2, batch_size=32),
-            adversary=adversary, checkpoint=path, progress=False, on_epoch_end=on_epoch_end,
+            _generator(inpainting), data, inpainting.make_task(),
+            TrainConfig(epochs=2, batch_size=32), adversary=adversary, checkpoint=path,
+            progress=False, on_epoch_end=on_epoch_end,
         )  # fmt: skip
         return history, adversary
 
@@ -117,11 +119,11 @@ def test_checkpoint_of_another_adversary_is_refused(tmp_path, cifar_small):
     train_set, _ = cifar_small
     path = tmp_path / "gan.pt"
     config = TrainConfig(epochs=1, batch_size=32)
-    train(_generator(inpainting), train_set[:32], inpainting.task, config,
+    train(_generator(inpainting), train_set[:32], inpainting.make_task(), config,
           adversary=inpainting.build_adversary(8, 1, weight=0.01), checkpoint=path,
           progress=False)  # fmt: skip
     with pytest.raises(sb.CheckpointError, match="train config"):
-        train(_generator(inpainting), train_set[:32], inpainting.task, config,
+        train(_generator(inpainting), train_set[:32], inpainting.make_task(), config,
               adversary=inpainting.build_adversary(8, 1, weight=0.5), checkpoint=path,
               progress=False)  # fmt: skip
 
@@ -132,7 +134,7 @@ def test_nan_discriminator_stops_with_a_clear_error(cifar_small):
     with torch.no_grad():
         adversary.discriminator.head.weight.fill_(float("nan"))
     with pytest.raises(TrainingDivergedError, match="discriminator"):
-        train(_generator(inpainting), train_set[:64], inpainting.task,
+        train(_generator(inpainting), train_set[:64], inpainting.make_task(),
               TrainConfig(batch_size=32), adversary=adversary, progress=False)  # fmt: skip
 
 
@@ -163,7 +165,7 @@ def test_collapse_is_detected_and_warned_after_real_training(cifar_small):
     adversary = superres.build_adversary(8, 1, seed=0, lr=1e-2)
     with pytest.warns(RuntimeWarning, match="COLLAPSED"):
         history = train(
-            _generator(superres), train_set[:256], superres.task,
+            _generator(superres), train_set[:256], superres.make_task(),
             TrainConfig(epochs=4, batch_size=16, lr=1e-8), adversary=adversary, progress=False,
         )  # fmt: skip
     assert diagnose(history).state == "collapsed"
@@ -183,7 +185,7 @@ def test_vgg_content_loss_without_weights_says_what_to_do(monkeypatch):
 
 def test_image_quality_uses_psnr_and_ssim():
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    perfect = adversarial.image_quality(x, x)
+    perfect = sb.metrics.image_quality(x, x)
     assert perfect["ssim"] == pytest.approx(1.0) and perfect["psnr"] > 90
-    noisy = adversarial.image_quality((x + 0.1 * torch.randn_like(x)).clamp(0, 1), x)
+    noisy = sb.metrics.image_quality((x + 0.1 * torch.randn_like(x)).clamp(0, 1), x)
     assert 15 < noisy["psnr"] < 25 and noisy["ssim"] < 0.95

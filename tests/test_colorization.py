@@ -116,19 +116,18 @@ def test_accuracy_auc_and_chroma():
 
 
 def test_models_losses_and_a_few_steps_of_learning():
-    backbone = sb.build_backbone(width=4, depth=1, seed=0)
+    backbone = sb.build_backbone(width=8, depth=1, seed=0)
     images = torch.rand(4, 3, 16, 16)
     inputs, targets = col.make_pretext_batch(images)
-    for head, task in ((col.build_head, col.task), (col.build_l2_head, col.l2_task)):
-        model = col.ColorizationNet(backbone, head(backbone.feature_dim))
+    for task in (col.make_task(), col.make_task(col.Settings(regression=True))):
+        model = col.ColorizationNet(backbone, task.build_head(backbone.feature_dim))
         outputs = model(inputs)
         assert outputs.shape == (4, model.head.num_outputs, 4, 4)
         assert task.loss(outputs, targets).ndim == 0
         assert 0 <= task.metric(outputs, targets) <= 1
         assert col.decode(outputs).shape == (4, 2, 4, 4)
-    weights = col.rebalance_weights(col.ab_prior(images))
     model = col.ColorizationNet(backbone, col.build_head(backbone.feature_dim))
-    rebalanced = col.classification_task(weights)
+    rebalanced = col.make_task(prior=col.ab_prior(images))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     first = rebalanced.loss(model(inputs), targets).item()
     for _ in range(20):

@@ -12,8 +12,8 @@ from sslbook import compare
 
 from .conftest import needs_data
 
-TINY = sb.get_profile("smoke", width=4, probe_labels=(2, 5))
-STILL_IMAGE_TECHNIQUES = [t for t in compare.TECHNIQUES if t != "frameorder"]
+TINY = sb.get_profile("smoke", width=8, probe_labels=(2, 5))
+STILL_IMAGE_TECHNIQUES = [t for t in sb.pretext.TECHNIQUES if t != "frameorder"]
 
 
 def random_images(n: int = 64, seed: int = 0) -> sb.ImageSet:
@@ -109,7 +109,7 @@ def test_run_reuses_a_stored_result_of_the_same_code_and_budget(monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a stored result should have been reused")
 
-    monkeypatch.setattr(compare, "pretrain", no_training)
+    monkeypatch.setattr(sb.recipes.Recipe, "train", no_training)
     again = compare.run(TINY, data, data, seeds=(0,), epochs=1, techniques=["context"],
                         progress=False)  # fmt: skip
     assert again == first
@@ -117,10 +117,10 @@ def test_run_reuses_a_stored_result_of_the_same_code_and_budget(monkeypatch):
         compare.run(TINY, data, data, seeds=(0,), epochs=2, techniques=["context"], progress=False)
 
 
-def test_a_result_from_other_code_is_not_loaded(tmp_path):
+def test_a_result_under_another_key_is_not_loaded(tmp_path):
     path = tmp_path / "rotation.json"
-    sb.results.write_json(path, {"method": "rotation", "code_version": "0.0.1"})
-    assert compare.load_result(path, {"method": "rotation", "code_version": "0.0.1"})
-    assert compare.load_result(path, {"method": "rotation", "code_version": "9.9.9"}) is None
+    sb.results.write_json(path, {"method": "rotation", "key": "abc"})
+    assert compare.load_result(path, "abc")
+    assert compare.load_result(path, "def") is None
     path.write_text("{ half a file")
-    assert compare.load_result(path, {"method": "rotation"}) is None
+    assert compare.load_result(path, "abc") is None

@@ -70,14 +70,14 @@ def test_colour_defences_and_the_shortcut_task_that_keeps_colour():
     )
     flat = dropped.flatten(-2).std(-1)  # (16, 2, 3): spread of each channel
     assert ((flat > 0.05).sum(-1) == 1).all()  # one live channel per patch
-    shortcut = context.make_task(context.SHORTCUT_GRID, colour="keep")
+    shortcut = context.make_task(context.Settings(context.SHORTCUT_GRID, colour="keep"))
     kept, _ = shortcut.make_pretext_batch(images, torch.Generator().manual_seed(0))
     assert kept.shape[-1] == context.SHORTCUT_GRID.tile
     assert ((kept.flatten(-2).std(-1) > 0.05).sum(-1) == 3).all()
 
 
 def test_siamese_model_head_loss_and_overlay():
-    backbone = sb.build_backbone(width=4, depth=1, seed=0)
+    backbone = sb.build_backbone(width=8, depth=1, seed=0)
     model = sb.PretextModel(backbone, context.build_head(backbone.feature_dim))
     inputs, targets = context.make_pretext_batch(torch.rand(4, 3, 32, 32))
     outputs = model(inputs)

@@ -225,8 +225,8 @@ def test_training_on_fewer_images_than_a_batch_says_how_to_fix_it():
     model = sb.PretextModel(backbone, sb.pretext.rotation.build_head(backbone.feature_dim))
     config = sb.get_profile("smoke").train_config(0)  # batch_size 64
     with pytest.raises(ValueError) as error:
-        sb.train(model, tiny, sb.pretext.rotation.task, config, progress=False)
+        sb.train(model, tiny, sb.pretext.rotation.make_task(), config, progress=False)
     message = str(error.value)
     assert "20 images cannot fill one batch of 64" in message
-    assert "add images" in message and "train_config(seed, batch_size=16)" in message
+    assert "add images" in message and "recipe(cfg, seed, batch_size=16)" in message
     assert model.training  # refused before any training step

@@ -113,7 +113,7 @@ def test_uniform_sampling_skips_empty_cluster_ids_and_is_seeded():
 
 def _task_and_model(**kwargs):
     task = deepcluster.DeepCluster(k=kwargs.pop("k", 5), pca_dim=4, **kwargs)
-    backbone = sb.build_backbone(width=4, depth=1, seed=0)
+    backbone = sb.build_backbone(width=8, depth=1, seed=0)
     return task, sb.PretextModel(backbone, task.build_head(backbone.feature_dim))
 
 
@@ -141,18 +141,19 @@ def test_head_kept_when_reinitialisation_is_off():
     assert torch.all(model.head.weight == 7.0)
 
 
-def test_epoch_data_is_the_images_relabelled_by_cluster_and_logged():
+def test_epoch_plan_draws_uniformly_over_clusters_and_batches_carry_cluster_ids():
     task, model = _task_and_model(k=5)
     data = _image_set(n=64)
-    epoch_data = task.on_epoch_start(model, data, epoch=0)
-    assert len(epoch_data) == 64
-    counts = torch.bincount(epoch_data.labels, minlength=5)
-    assert len(counts) == 5 and counts.max() - counts.min() <= 1  # uniform over the 5 clusters
+    plan = task.on_epoch_start(model, data, epoch=0)
+    assert len(plan.order) == 64
     assignments = task.log[0]["assignments"]
-    # every image of the epoch carries its own image's cluster id
-    for image, label in zip(epoch_data.images[:10], epoch_data.labels[:10], strict=True):
-        index = torch.nonzero((data.images == image).flatten(1).all(1)).flatten()[0]
-        assert assignments[index] == label
+    assert torch.equal(task.assignments, assignments)
+    counts = torch.bincount(assignments[plan.order], minlength=5)
+    assert len(counts) == 5 and counts.max() - counts.min() <= 1  # uniform over the 5 clusters
+    index = plan.order[:10]
+    batch = sb.pretext.Batch(data.images[index].float() / 255, data.labels[index], index)
+    _, targets = task.make_batch(batch, None)
+    assert torch.equal(targets, assignments[index])  # each image's own cluster id, not its label
     entry = task.log[0]
     assert math.isnan(entry["nmi_previous"]) and 0 <= entry["nmi_labels"] <= 1
     assert entry["sizes"].sum() == 64
@@ -160,11 +161,18 @@ def test_epoch_data_is_the_images_relabelled_by_cluster_and_logged():
     assert 0 <= task.log[1]["nmi_previous"] <= 1
 
 
+def test_reinitialised_head_loses_its_optimiser_momentum():
+    task, model = _task_and_model(k=5)
+    plan = task.on_epoch_start(model, _image_set(n=40), epoch=0)
+    assert {id(p) for p in plan.fresh_parameters} == {id(p) for p in model.head.parameters()}
+    off, model_off = _task_and_model(k=5, reinit_head=False)
+    assert list(off.on_epoch_start(model_off, _image_set(n=40), epoch=0).fresh_parameters) == []
+
+
 def test_without_uniform_sampling_every_image_appears_once():
     task, model = _task_and_model(uniform_sampling=False)
-    data = _image_set(n=40)
-    epoch_data = task.on_epoch_start(model, data, epoch=0)
-    assert torch.equal(epoch_data.images, data.images)
+    plan = task.on_epoch_start(model, _image_set(n=40), epoch=0)
+    assert sorted(plan.order.tolist()) == list(range(40))
 
 
 def test_unlabelled_data_gives_nan_nmi_against_labels():
@@ -180,24 +188,26 @@ def test_same_seed_same_clusters_sampling_and_head():
     runs = []
     for seed in (3, 3, 4):
         task, model = _task_and_model(seed=seed)
-        epochs = [task.on_epoch_start(model, data, epoch) for epoch in (0, 1)]
-        runs.append((task, epochs, model.head.weight.detach().clone()))
-    (a, data_a, head_a), (b, data_b, head_b), (_, data_c, _) = runs
-    for ea, eb, da, db in zip(a.log, b.log, data_a, data_b, strict=True):
+        plans = [task.on_epoch_start(model, data, epoch) for epoch in (0, 1)]
+        runs.append((task, plans, model.head.weight.detach().clone()))
+    (a, plans_a, head_a), (b, plans_b, head_b), (_, plans_c, _) = runs
+    for ea, eb, pa, pb in zip(a.log, b.log, plans_a, plans_b, strict=True):
         assert torch.equal(ea["assignments"], eb["assignments"])
-        assert torch.equal(da.images, db.images) and torch.equal(da.labels, db.labels)
+        assert torch.equal(pa.order, pb.order)
     assert torch.equal(head_a, head_b)
-    assert not torch.equal(data_a[0].images, data_c[0].images)  # another seed, another draw
+    assert not torch.equal(plans_a[0].order, plans_c[0].order)  # another seed, another draw
 
 
-def test_log_survives_a_reload(tmp_path):
-    path = tmp_path / "clusters.pt"
-    task, model = _task_and_model(log_path=path)
-    task.on_epoch_start(model, _image_set(), epoch=0)
-    again = deepcluster.DeepCluster(k=5, pca_dim=4, log_path=path)
-    assert torch.equal(again.log[0]["assignments"], task.log[0]["assignments"])
-    with pytest.raises(sb.CheckpointError):  # a log written for other settings is refused
-        deepcluster.DeepCluster(k=6, pca_dim=4, log_path=path)
+def test_log_travels_in_the_training_checkpoint(tmp_path, cifar_small):
+    train_set, _ = cifar_small
+    profile = sb.get_profile("smoke", batch_size=32, n_unlabelled=64)
+    data = train_set[:64]
+    plan = deepcluster.recipe(profile, seed=0, data=data, k=4, pca_dim=4, epochs=2)
+    plan.train(progress=False)
+    assert [entry["epoch"] for entry in plan.task.log] == [0, 1]
+    again = deepcluster.recipe(profile, seed=0, data=data, k=4, pca_dim=4, epochs=2)
+    again.train(progress=False)  # finished: loaded, the hook never runs
+    assert torch.equal(again.task.log[1]["assignments"], plan.task.log[1]["assignments"])
 
 
 def test_make_pretext_batch_pairs_images_with_their_cluster_ids():
@@ -223,53 +233,55 @@ def test_sobel_filter_sees_edges_not_colour():
 
 
 def test_sobel_backbone_has_the_backbone_interface_and_is_seeded():
-    a = deepcluster.build_sobel_backbone(4, 1, seed=0)
-    b = deepcluster.build_sobel_backbone(4, 1, seed=0)
+    a = deepcluster.build_sobel_backbone(8, 1, seed=0)
+    b = deepcluster.build_sobel_backbone(8, 1, seed=0)
     x = torch.rand(2, 3, 16, 16)
     a.eval(), b.eval()
     assert torch.equal(a(x), b(x)) and a(x).shape == (2, a.feature_dim)
     assert set(a.feature_maps(x)) == {"block1", "block2", "block3"}
     assert a.config()["sobel"] and a.config()["in_channels"] == 2
-    features = sb.evaluate.extract_features(a, x, device="cpu")
+    features = sb.inference.extract_features(a, x, device="cpu")
     assert features["block3"].shape == (2, 4 * a.feature_dim)
 
 
 # --- the training loop's hook (a generic change in sslbook/train.py) ---------------------------
 
 
-class _RelabelTask:
-    """Trains on a fixed relabelled set and records which labels reached the batches."""
+class _PlannedTask:
+    """Trains on a planned order of images and records which images reached the batches."""
 
-    name, metric, metric_name = "relabel", None, "none"
+    name, metric, metric_name = "planned", None, "none"
 
-    def __init__(self, epoch_data):
-        self.epoch_data, self.seen = epoch_data, []
+    def __init__(self, order):
+        self.order, self.seen = order, []
 
     def on_epoch_start(self, model, data, epoch):
-        return self.epoch_data
+        return sb.pretext.EpochPlan(order=self.order)
 
-    def make_batch(self, images, labels, generator):
-        self.seen.append(labels.clone())
-        return images, labels
+    def build_head(self, feature_dim):
+        return torch.nn.Linear(feature_dim, 3)
+
+    def make_batch(self, batch, generator):
+        self.seen.append(batch.index.clone())
+        return batch.images, torch.zeros(len(batch.index), dtype=torch.long)
 
     def loss(self, outputs, targets):
         return torch.nn.functional.cross_entropy(outputs, targets)
 
 
-def test_an_image_set_returned_by_the_hook_is_what_the_epoch_trains_on():
+def test_the_planned_order_is_what_the_epoch_trains_on():
     data = _image_set(n=32)
-    relabelled = sb.ImageSet(data.images, torch.full((32,), 2), ("x", "y", "z"))
-    task = _RelabelTask(relabelled)
-    model = sb.PretextModel(sb.build_backbone(4, 1, seed=0), torch.nn.Linear(16, 3))
+    order = torch.arange(32).flip(0)
+    task = _PlannedTask(order)
+    assert isinstance(task, sb.pretext.Task)
+    model = sb.PretextModel(sb.build_backbone(8, 1, seed=0), torch.nn.Linear(32, 3))
     train(model, data, task, TrainConfig(epochs=2, batch_size=16), progress=False)
-    seen = torch.cat(task.seen)
-    assert len(seen) == 64 and (seen == 2).all()  # pseudo-labels, never data's labels
+    assert torch.equal(torch.cat(task.seen), torch.cat([order, order]))
 
 
-def test_a_hook_returning_too_few_images_or_no_image_set_is_a_clear_error():
+def test_a_plan_with_too_few_images_is_a_clear_error():
     data = _image_set(n=32)
-    model = sb.PretextModel(sb.build_backbone(4, 1, seed=0), torch.nn.Linear(16, 4))
-    with pytest.raises(ValueError, match="16 images, not 32"):
-        train(model, data, _RelabelTask(data[:16]), TrainConfig(batch_size=16), progress=False)
-    with pytest.raises(TypeError, match="ImageSet"):
-        train(model, data, _RelabelTask(data.labels), TrainConfig(batch_size=16), progress=False)
+    model = sb.PretextModel(sb.build_backbone(8, 1, seed=0), torch.nn.Linear(32, 3))
+    with pytest.raises(ValueError, match="planned 16 images, the epoch needs 32"):
+        train(model, data, _PlannedTask(torch.arange(16)), TrainConfig(batch_size=16),
+              progress=False)  # fmt: skip

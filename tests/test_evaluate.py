@@ -46,7 +46,9 @@ def test_probe_after_short_pretraining_beats_chance(cifar_small):
     train_set, test_set = cifar_small
     backbone = sb.build_backbone(width=8, depth=1)
     model = PretextModel(backbone, rotation.build_head(backbone.feature_dim))
-    train(model, train_set, rotation.task, TrainConfig(epochs=2, batch_size=64), progress=False)
+    train(
+        model, train_set, rotation.make_task(), TrainConfig(epochs=2, batch_size=64), progress=False
+    )
     result = evaluate_backbone(backbone, train_set, test_set)
     assert result.linear_probe > 0.2  # chance is 0.1
     assert result.knn_accuracy > 0.15
@@ -108,11 +110,12 @@ def test_supervised_baselines_of_other_data_get_their_own_checkpoint(tmp_path, m
     monkeypatch.setenv("SSLBOOK_CACHE", str(tmp_path))
     images = torch.randint(0, 255, (32, 3, 32, 32), dtype=torch.uint8)
     data = sb.ImageSet(images, torch.arange(32) % 2, ("a", "b"))
-    profile = sb.get_profile("smoke", batch_size=16, width=4)
+    profile = sb.get_profile("smoke", batch_size=16, width=8)
     sb.evaluate.baseline_backbones(profile, data, progress=False)
     sb.evaluate.baseline_backbones(profile, data, progress=False)  # loads the same checkpoint
     assert len(list((tmp_path / "checkpoints").glob("supervised-*.pt"))) == 1
-    sb.evaluate.baseline_backbones(profile, data, progress=False, dataset="other images")
+    other = sb.ImageSet(images.flip(0), data.labels, data.classes)  # same count, other images
+    sb.evaluate.baseline_backbones(profile, other, progress=False)
     assert len(list((tmp_path / "checkpoints").glob("supervised-*.pt"))) == 2
 
 
@@ -131,20 +134,20 @@ def test_an_evaluation_is_measured_once_per_weights_images_and_seed(monkeypatch)
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (40, 3, 32, 32), generator=g, dtype=torch.uint8)
     data = sb.ImageSet(images, torch.arange(40) % 4, ("a", "b", "c", "d"), "random")
-    backbone = sb.build_backbone(4, 1, seed=0)
+    backbone = sb.build_backbone(8, 1, seed=0)
     first = sb.evaluate.evaluate_backbone(backbone, data, data)
 
     calls = []
-    real_extract = sb.evaluate.extract_features
+    real_extract = sb.inference.extract_features
 
     def counted_extract(*args, **kwargs):
         calls.append(1)
         return real_extract(*args, **kwargs)
 
     monkeypatch.setattr(sb.evaluate, "extract_features", counted_extract)
-    again = sb.evaluate.evaluate_backbone(sb.build_backbone(4, 1, seed=0), data, data)
+    again = sb.evaluate.evaluate_backbone(sb.build_backbone(8, 1, seed=0), data, data)
     assert again == first and not calls, "the same weights, images and seed: reuse"
-    sb.evaluate.evaluate_backbone(sb.build_backbone(4, 1, seed=1), data, data)
+    sb.evaluate.evaluate_backbone(sb.build_backbone(8, 1, seed=1), data, data)
     assert calls, "other weights: measure again"
     calls.clear()
     sb.evaluate.evaluate_backbone(backbone, data, data, seed=3)

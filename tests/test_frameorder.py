@@ -77,7 +77,7 @@ def test_window_longer_than_the_video_is_an_error():
 
 
 def test_siamese_model_head_loss_and_balanced_metric():
-    backbone = sb.build_backbone(width=4, depth=1, seed=0)
+    backbone = sb.build_backbone(width=8, depth=1, seed=0)
     model = sb.PretextModel(backbone, frameorder.build_head(backbone.feature_dim))
     inputs, targets = frameorder.make_pretext_batch(torch.rand(8, 12, 32, 32), torch.Generator())
     outputs = model(inputs)  # every frame through the same backbone, features concatenated
@@ -97,6 +97,6 @@ def test_training_runs_on_a_video_set():
     backbone = sb.build_backbone(width=8, depth=1, seed=0)
     model = sb.PretextModel(backbone, frameorder.build_head(backbone.feature_dim))
     config = sb.TrainConfig(epochs=1, batch_size=16)
-    history = sb.train(model, videos, frameorder.task, config, progress=False)
+    history = sb.train(model, videos, frameorder.make_task(), config, progress=False)
     assert len(history.step_loss) == 2 and history.images_seen == 32
     assert history.inputs_seen == 32  # one tuple per video

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from sslbook.adversarial import EncoderDecoder
+from sslbook.decoders import EncoderDecoder
 from sslbook.models import CIFAR10_MEAN, build_backbone
 from sslbook.pretext import inpainting
 
@@ -37,8 +37,8 @@ def test_pretext_batch_fills_holes_with_the_mean_and_keeps_the_context(kind):
     images = _images()
     g = torch.Generator().manual_seed(0)
     inputs, targets = inpainting.make_pretext_batch(images, g, kind=kind)
-    assert inputs.shape == images.shape and targets.shape == (4, 4, 32, 32)
-    originals, masks = inpainting.split_targets(targets)
+    assert inputs.shape == images.shape and targets.masks.shape == (4, 1, 32, 32)
+    originals, masks = targets.originals, targets.masks
     assert torch.equal(originals, images)
     hole = masks.bool().expand_as(images)
     assert torch.equal(inputs[~hole], images[~hole])

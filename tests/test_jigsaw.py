@@ -214,9 +214,8 @@ def test_arrange_undoes_the_shuffle():
 
 
 def test_siamese_model_head_and_loss():
-    perms = jigsaw.permutation_set(10)
-    task = jigsaw.make_task(perms)
-    backbone = sb.build_backbone(width=4, depth=1, seed=0)
+    task = jigsaw.make_task(jigsaw.Settings(set_size=10))
+    backbone = sb.build_backbone(width=8, depth=1, seed=0)
     model = sb.PretextModel(backbone, task.build_head(backbone.feature_dim))
     inputs, targets = task.make_pretext_batch(torch.rand(4, 3, 32, 32), None)
     outputs = model(inputs)

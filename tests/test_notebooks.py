@@ -65,7 +65,7 @@ def test_notebook_runs_in_smoke_profile(path, tmp_path, monkeypatch):
     summaries = list(results.glob("*-smoke-seed0.json"))
     if path.stem == "comparison":
         assert_comparison_table(summaries)
-    elif path.stem in sb.compare.TECHNIQUES:
+    elif path.stem in sb.pretext.TECHNIQUES:
         assert_chapter_summary(path, summaries)
     else:  # a page that uses the techniques (your own images) writes no summary of its own
         assert not summaries, f"{path.name} wrote {summaries}"
@@ -87,7 +87,7 @@ def assert_chapter_summary(path, summaries):
 def assert_comparison_table(summaries):
     assert [p.name for p in summaries] == ["comparison-smoke-seed0.json"]
     table = json.loads(summaries[0].read_text())["summary"]
-    assert set(table) == {*sb.compare.TECHNIQUES, *sb.compare.BASELINES}
+    assert set(table) == {*sb.pretext.TECHNIQUES, *sb.compare.BASELINES}
     for method, entry in table.items():
         mean, spread = entry["linear_probe"]
         assert 0.0 <= mean <= 1.0 and spread >= 0.0, method

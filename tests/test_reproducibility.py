@@ -78,7 +78,7 @@ def _train_tiny(seed: int) -> tuple[sb.History, dict[str, torch.Tensor]]:
     backbone = sb.build_backbone(width=8, depth=1)
     model = PretextModel(backbone, rotation.build_head(backbone.feature_dim))
     config = sb.TrainConfig(epochs=2, batch_size=16, seed=seed, precision="fp32")
-    history = sb.train(model, data, rotation.task, config, device="cpu", progress=False)
+    history = sb.train(model, data, rotation.make_task(), config, device="cpu", progress=False)
     return history, model.state_dict()
 
 

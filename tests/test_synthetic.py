@@ -3,8 +3,6 @@ import torch
 import sslbook as sb
 from sslbook.pretext import synthetic
 
-C = synthetic.TARGET_CHANNELS
-
 
 def small_bank() -> synthetic.Bank:
     return synthetic.Bank.from_renders(sb.render.render_random(12, seed=1))
@@ -14,13 +12,14 @@ def test_batch_shapes_and_packing():
     images = torch.rand(4, 3, 32, 32)
     inputs, targets = synthetic.make_pretext_batch(images, torch.Generator().manual_seed(0))
     assert inputs.shape == (8, 3, 32, 32)  # 4 renders, then the 4 real images
-    assert targets.shape == (8, 7, 32, 32)
+    assert targets.depth.shape == (8, 1, 32, 32) and targets.normals.shape == (8, 3, 32, 32)
     assert torch.equal(inputs[4:], images)
-    assert (targets[:4, C["synthetic"]] == 1).all() and (targets[4:, C["synthetic"]] == 0).all()
-    assert (targets[:4, C["domain"]] == 0).all() and (targets[4:, C["domain"]] == 1).all()
-    assert (targets[:4, C["depth"]] > 0).all()
-    assert torch.allclose(targets[:4, C["normals"]].norm(dim=1), torch.ones(4, 32, 32), atol=1e-4)
-    assert (targets[4:, : C["domain"]] == 0).all()  # no geometry for real images
+    assert targets.rendered.tolist() == [True] * 4 + [False] * 4
+    assert targets.domain.tolist() == [0.0] * 4 + [1.0] * 4
+    assert (targets.depth[:4] > 0).all()
+    assert torch.allclose(targets.normals[:4].norm(dim=1), torch.ones(4, 32, 32), atol=1e-4)
+    for geometry in (targets.depth, targets.normals, targets.edges):
+        assert (geometry[4:] == 0).all()  # no geometry for real images
 
 
 def test_batch_is_seeded_and_renders_only_without_adaptation():
@@ -28,12 +27,12 @@ def test_batch_is_seeded_and_renders_only_without_adaptation():
     bank = small_bank()
     a = synthetic.make_pretext_batch(images, torch.Generator().manual_seed(5), bank=bank)
     b = synthetic.make_pretext_batch(images, torch.Generator().manual_seed(5), bank=bank)
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1].depth, b[1].depth)
     inputs, targets = synthetic.make_pretext_batch(
         images, torch.Generator().manual_seed(5), bank=bank, real=False
     )
-    assert inputs.shape == (3, 3, 32, 32) and targets.shape == (3, 7, 32, 32)
-    assert (targets[:, C["synthetic"]] == 1).all()
+    assert inputs.shape == (3, 3, 32, 32) and targets.depth.shape == (3, 1, 32, 32)
+    assert targets.rendered.all()
 
 
 def test_flipped_renders_keep_consistent_normals():
@@ -77,9 +76,9 @@ def test_model_outputs_loss_and_scores():
     model = synthetic.SyntheticNet(backbone, synthetic.build_head(backbone.feature_dim))
     inputs, targets = synthetic.make_pretext_batch(torch.rand(4, 3, 32, 32))
     outputs = model(inputs)
-    assert outputs.shape == (8, 6, 32, 32)
+    assert outputs.log_depth.shape == (8, 1, 32, 32) and outputs.domain.shape == (8, 1, 8, 8)
     assert synthetic.loss(outputs, targets).ndim == 0
-    parts = synthetic.unpack(outputs)
+    parts = outputs.pictures()
     assert parts["depth"].shape == (8, 1, 32, 32) and (parts["depth"] > 0).all()
     assert torch.allclose(parts["normals"].norm(dim=1), torch.ones(8, 32, 32), atol=1e-4)
     assert parts["real"].shape == (8,)
@@ -90,11 +89,12 @@ def test_model_outputs_loss_and_scores():
 
 def test_perfect_predictions_score_perfectly():
     _, targets = synthetic.make_pretext_batch(torch.rand(2, 3, 32, 32))
-    outputs = torch.zeros(4, 6, 32, 32)
-    outputs[:, 0] = targets[:, C["depth"]].clamp(min=1e-3).log()
-    outputs[:, 1:4] = targets[:, C["normals"]]
-    outputs[:, 4] = (targets[:, C["edges"]] * 2 - 1) * 20
-    outputs[:, 5] = (targets[:, C["domain"]] * 2 - 1) * 20
+    outputs = synthetic.GeometryOutputs(
+        targets.depth.clamp(min=1e-3).log(),
+        targets.normals,
+        (targets.edges * 2 - 1) * 20,
+        ((targets.domain * 2 - 1) * 20).view(-1, 1, 1, 1).expand(-1, 1, 8, 8),
+    )
     scores = synthetic.geometry_scores(outputs, targets)
     assert scores["depth_accuracy"] == 1 and scores["edge_f1"] == 1
     assert scores["domain_accuracy"] == 1 and scores["normal_error_degrees"] < 0.1

@@ -5,15 +5,10 @@ import torch
 
 import sslbook as sb
 from sslbook.checkpoint import CheckpointError
+from sslbook.device import pick_precision
 from sslbook.models import PretextModel
 from sslbook.pretext import rotation
-from sslbook.train import (
-    TrainConfig,
-    TrainingDivergedError,
-    learning_rate,
-    pick_precision,
-    train,
-)
+from sslbook.train import TrainConfig, TrainingDivergedError, learning_rate, train
 
 
 def _model(width=8):
@@ -26,7 +21,7 @@ def test_training_reduces_rotation_loss_on_real_images(cifar_small):
     history = train(
         _model(),
         train_set,
-        rotation.task,
+        rotation.make_task(),
         TrainConfig(epochs=4, batch_size=32, lr=0.1),
         progress=False,
     )
@@ -44,15 +39,15 @@ def test_same_seed_same_weights(cifar_small):
     config = TrainConfig(epochs=1, batch_size=32, seed=3)
     a, b = _model(), _model()
     b.load_state_dict(a.state_dict())
-    ha = train(a, small, rotation.task, config, progress=False)
-    hb = train(b, small, rotation.task, config, progress=False)
+    ha = train(a, small, rotation.make_task(), config, progress=False)
+    hb = train(b, small, rotation.make_task(), config, progress=False)
     assert ha.step_loss == pytest.approx(hb.step_loss, rel=1e-5)
 
 
 def test_dataset_smaller_than_batch_is_a_clear_error():
     tiny = sb.ImageSet(torch.zeros(10, 3, 8, 8, dtype=torch.uint8), torch.zeros(10).long(), ("a",))
     with pytest.raises(ValueError, match="cannot fill one batch of 32"):
-        train(_model(), tiny, rotation.task, TrainConfig(batch_size=32), progress=False)
+        train(_model(), tiny, rotation.make_task(), TrainConfig(batch_size=32), progress=False)
 
 
 def test_nan_loss_stops_with_a_clear_error(cifar_small):
@@ -61,7 +56,9 @@ def test_nan_loss_stops_with_a_clear_error(cifar_small):
     with torch.no_grad():
         model.head.weight.fill_(float("nan"))
     with pytest.raises(TrainingDivergedError, match="learning rate"):
-        train(model, train_set[:64], rotation.task, TrainConfig(batch_size=32), progress=False)
+        train(
+            model, train_set[:64], rotation.make_task(), TrainConfig(batch_size=32), progress=False
+        )
 
 
 def test_checkpoint_round_trip_and_resume(tmp_path, cifar_small):
@@ -71,20 +68,20 @@ def test_checkpoint_round_trip_and_resume(tmp_path, cifar_small):
     config = TrainConfig(epochs=2, batch_size=32)
     full = _model()
     initial = {k: v.clone() for k, v in full.state_dict().items()}
-    reference = train(full, data, rotation.task, config, progress=False)
+    reference = train(full, data, rotation.make_task(), config, progress=False)
 
     # the first epoch only, then resume to two: same result as training straight through
     resumed = _model()
     resumed.load_state_dict(initial)
-    train(resumed, data, rotation.task, TrainConfig(epochs=1, batch_size=32), progress=False)
+    train(resumed, data, rotation.make_task(), TrainConfig(epochs=1, batch_size=32), progress=False)
     partial = _model()
     partial.load_state_dict(initial)
-    history = train(partial, data, rotation.task, config, checkpoint=path, progress=False)
+    history = train(partial, data, rotation.make_task(), config, checkpoint=path, progress=False)
     assert history.step_loss == pytest.approx(reference.step_loss, rel=1e-4)
 
     # a finished checkpoint is loaded, not retrained
     again = _model()
-    loaded = train(again, data, rotation.task, config, checkpoint=path, progress=False)
+    loaded = train(again, data, rotation.make_task(), config, checkpoint=path, progress=False)
     assert loaded.step_loss == history.step_loss
     for key, value in partial.state_dict().items():
         torch.testing.assert_close(again.state_dict()[key], value)
@@ -94,9 +91,16 @@ def test_checkpoint_from_another_model_is_rejected(tmp_path, cifar_small):
     train_set, _ = cifar_small
     path = tmp_path / "rot.pt"
     config = TrainConfig(epochs=1, batch_size=32)
-    train(_model(8), train_set[:64], rotation.task, config, checkpoint=path, progress=False)
+    train(_model(8), train_set[:64], rotation.make_task(), config, checkpoint=path, progress=False)
     with pytest.raises(CheckpointError, match="different model config"):
-        train(_model(16), train_set[:64], rotation.task, config, checkpoint=path, progress=False)
+        train(
+            _model(16),
+            train_set[:64],
+            rotation.make_task(),
+            config,
+            checkpoint=path,
+            progress=False,
+        )
 
 
 def test_corrupt_checkpoint_is_rejected(tmp_path):
@@ -131,7 +135,7 @@ def test_parameter_groups_scale_the_learning_rate(cifar_small):
     ]
     head_before = model.head.weight.clone()
     config = TrainConfig(epochs=1, batch_size=32, weight_decay=0.0)
-    train(model, train_set[:64], rotation.task, config, parameters=groups, progress=False)
+    train(model, train_set[:64], rotation.make_task(), config, parameters=groups, progress=False)
     for key, value in frozen.items():
         if "bn" not in key:  # conv weights: lr 0 means no update
             assert torch.equal(model.backbone.state_dict()[key], value), key

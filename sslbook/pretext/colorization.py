@@ -11,10 +11,10 @@ The work happens in CIE Lab, where lightness ``L`` is separate from the colour `
 sees ``L`` (as a grey RGB image, so the shared backbone needs no change) and predicts ``ab``. Two
 ways to predict it are here, side by side:
 
-- **regression** (:data:`l2_task`): minimise the squared error of ``ab``. It is what intuition
-  suggests, and it paints grey: when a shirt may be red or blue, the mean of the two is the
-  squared error's best bet, and the mean of many colours is a dull brown-grey.
-- **classification** (:data:`task`, :func:`classification_task`), Zhang's fix: quantise the
+- **regression** (``Settings(regression=True)``): minimise the squared error of ``ab``. It is
+  what intuition suggests, and it paints grey: when a shirt may be red or blue, the mean of the
+  two is the squared error's best bet, and the mean of many colours is a dull brown-grey.
+- **classification** (the default, :func:`make_task`), Zhang's fix: quantise the
   in-gamut ``ab`` plane into bins, predict a distribution over them, soft-encode the targets,
   re-weight rare (saturated) colours, and decode with the *annealed mean* at temperature ``T``,
   between the mean (dull but smooth) and the mode (vivid but patchy).
@@ -24,6 +24,7 @@ Colour conversions use kornia (``kornia.color``), batched on tensors.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache, partial
 
 import torch
@@ -31,8 +32,15 @@ import torch.nn.functional as F
 from kornia.color import lab_to_rgb, rgb_to_lab
 from torch import nn
 
+from sslbook.config import Profile
+from sslbook.data import ImageSet
 from sslbook.pretext.base import PretextTask
+from sslbook.recipes import Recipe, resolve, seeded, shared_backbone, unlabelled
 from sslbook.transforms import to_float
+
+NAME = "colorization"
+TITLE = "Colorization"
+PAPER = "Zhang, Isola & Efros (2016), arXiv 1603.08511"
 
 #: Spacing of the ab grid (Lab units), as in the paper.
 GRID_SIZE = 10
@@ -374,22 +382,64 @@ def metric(outputs: torch.Tensor, targets: torch.Tensor) -> float:
     return ab_accuracy_auc(decode(outputs), targets)
 
 
-def classification_task(weights: torch.Tensor | None = None, name: str = "colorization"):
-    """Zhang's task, with rebalancing ``weights`` (from :func:`rebalance_weights`) or none."""
+@dataclass(frozen=True)
+class Settings:
+    """The colorization recipe's own settings.
+
+    Attributes:
+        regression: predict ab by L2 regression (the intuitive objective that paints grey)
+            instead of Zhang's classification over ab bins.
+        rebalance_lambda: the ``λ`` of class rebalancing (:func:`rebalance_weights`): 0.5 in the
+            paper; 1 weights every colour the same (no rebalancing).
+        prior_images: how many training images the colour prior is counted on (it is a smooth
+            histogram: a few thousand images pin it down).
+    """
+
+    regression: bool = False
+    rebalance_lambda: float = REBALANCE_LAMBDA
+    prior_images: int = 5000
+
+
+def training_prior(data: ImageSet, settings: Settings = Settings()) -> torch.Tensor:
+    """The colour prior the recipe rebalances with: :func:`ab_prior` of the first
+    ``settings.prior_images`` pretraining images (all of them when it is 0)."""
+    counted = data[: settings.prior_images] if settings.prior_images else data
+    return ab_prior(counted.images)
+
+
+def make_task(settings: Settings = Settings(), prior: torch.Tensor | None = None) -> PretextTask:
+    """Zhang's classification task, its classes rebalanced by ``prior`` (the training set's
+    :func:`ab_prior`; ``None``: no rebalancing), or the L2 regression with
+    ``settings.regression``."""
+    if settings.regression:
+        return PretextTask(
+            "colorization-l2", make_pretext_batch, build_l2_head, l2_loss, metric,
+            metric_name="ab accuracy (AuC)",
+        )  # fmt: skip
+    weights = None if prior is None else rebalance_weights(prior, settings.rebalance_lambda)
     return PretextTask(
-        name, make_pretext_batch, build_head, partial(loss, weights=weights), metric,
+        NAME, make_pretext_batch, build_head, partial(loss, weights=weights), metric,
         metric_name="ab accuracy (AuC)",
     )  # fmt: skip
 
 
-#: Classification without rebalancing; build the rebalanced task from your data's colours with
-#: ``classification_task(rebalance_weights(ab_prior(images)))``.
-task = classification_task()
-#: Plain regression of ab.
-l2_task = PretextTask(
-    "colorization-l2", make_pretext_batch, build_l2_head, l2_loss, metric,
-    metric_name="ab accuracy (AuC)",
-)  # fmt: skip
+def recipe(profile: Profile, seed: int = 0, data: ImageSet | None = None, **overrides) -> Recipe:
+    """The chapter's headline setting: Zhang's rebalanced classification, the prior counted on
+    the pretraining images, the decoder on ``block3``.
+
+    Args:
+        profile: sizes the run.
+        seed: initial weights and every random choice.
+        data: unlabelled images (default: the profile's pretraining images).
+        **overrides: :class:`Settings` fields or :class:`~sslbook.train.TrainConfig` fields.
+    """
+    settings, config = resolve(NAME, Settings(), profile, seed, overrides)
+    data = unlabelled(data, profile, seed)
+    task = make_task(settings, None if settings.regression else training_prior(data, settings))
+    backbone = shared_backbone(profile, seed)
+    with seeded(seed):
+        model = ColorizationNet(backbone, task.build_head(backbone.feature_dim))
+    return Recipe(NAME, model, task, config, data, settings=settings)
 
 
 @torch.no_grad()

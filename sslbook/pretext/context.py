@@ -22,14 +22,22 @@ only ever saw one colour channel per patch transfers worse to the colour images 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sslbook.config import Profile
+from sslbook.data import ImageSet
 from sslbook.models import mlp_head
 from sslbook.patches import Grid, crop, defend_colour, normalize_per_tile, upsample
 from sslbook.pretext.base import PretextTask
+from sslbook.recipes import Recipe, backbone_with_head, resolve, unlabelled
+
+NAME = "context"
+TITLE = "Context prediction"
+PAPER = "Doersch, Gupta & Efros (2015), arXiv 1505.05192"
 
 # The eight neighbours of the centre cell, labels 0..7, row by row (the paper's layout):
 #   0 1 2
@@ -94,16 +102,46 @@ def loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(outputs, targets)
 
 
-def make_task(
-    grid: Grid = GRID, colour: str = "gray", normalize: bool = True, name: str = "context"
-) -> PretextTask:
-    """The context task with other geometry or defences (e.g. the shortcut ablation:
-    ``make_task(SHORTCUT_GRID, colour="keep", name="context-shortcut")``)."""
-    batch = functools.partial(make_pretext_batch, grid=grid, colour=colour, normalize=normalize)
+@dataclass(frozen=True)
+class Settings:
+    """The context-prediction recipe's own settings.
+
+    Attributes:
+        grid: patch geometry: :data:`GRID` (gap and jitter) or :data:`SHORTCUT_GRID` (touching).
+        colour: colour defence (:func:`sslbook.patches.defend_colour`); ``"keep"`` leaves the
+            chromatic shortcut open.
+        normalize: standardise each patch on its own.
+    """
+
+    grid: Grid = GRID
+    colour: str = "gray"
+    normalize: bool = True
+
+
+def make_task(settings: Settings = Settings(), name: str = NAME) -> PretextTask:
+    """The context task with the given geometry and defences (e.g. the shortcut ablation:
+    ``make_task(Settings(SHORTCUT_GRID, colour="keep"), name="context-shortcut")``)."""
+    batch = functools.partial(
+        make_pretext_batch, grid=settings.grid, colour=settings.colour,
+        normalize=settings.normalize,
+    )  # fmt: skip
     return PretextTask(name, batch, build_head, loss, metric_name="position accuracy")
 
 
-task = PretextTask("context", make_pretext_batch, build_head, loss, metric_name="position accuracy")
+def recipe(profile: Profile, seed: int = 0, data: ImageSet | None = None, **overrides) -> Recipe:
+    """The chapter's headline setting: a gap and jitter between the patches, each patch
+    normalised on its own, and a patch turned grey now and then.
+
+    Args:
+        profile: sizes the run.
+        seed: initial weights and every random choice.
+        data: unlabelled images (default: the profile's pretraining images).
+        **overrides: :class:`Settings` fields or :class:`~sslbook.train.TrainConfig` fields.
+    """
+    settings, config = resolve(NAME, Settings(), profile, seed, overrides)
+    task = make_task(settings)
+    model = backbone_with_head(profile, seed, task)
+    return Recipe(NAME, model, task, config, unlabelled(data, profile, seed), settings=settings)
 
 
 def as_grid(scores: torch.Tensor) -> torch.Tensor:

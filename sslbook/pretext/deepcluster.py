@@ -25,15 +25,15 @@ Two trivial solutions lurk, and the paper's fixes are implemented here:
 
 Unlike the other pretext tasks, a DeepCluster target depends on the whole data set, not on the
 image alone, so the task is a small stateful object, :class:`DeepCluster`, whose
-``on_epoch_start`` hook relabels the data (see :func:`sslbook.train.train`). The true labels are
-read only to *measure* the clusters (normalised mutual information), never to train.
+``on_epoch_start`` hook clusters the data and plans the epoch (see :func:`sslbook.train.train`).
+The true labels are read only to *measure* the clusters (normalised mutual information), never to
+train.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,10 +42,17 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import normalized_mutual_info_score
 from torch import nn
 
-from sslbook.checkpoint import load_checkpoint, save_checkpoint
+from sslbook.config import Profile
 from sslbook.data import ImageSet
-from sslbook.models import ResNet, linear_head
-from sslbook.pretext.base import accuracy
+from sslbook.inference import predict
+from sslbook.metrics import accuracy
+from sslbook.models import PretextModel, ResNet, linear_head
+from sslbook.pretext.base import Batch, EpochPlan
+from sslbook.recipes import Recipe, resolve, seeded, shared_backbone, unlabelled
+
+NAME = "deepcluster"
+TITLE = "DeepCluster"
+PAPER = "Caron, Bojanowski, Joulin & Douze (2018), arXiv 1807.05520"
 
 
 def make_pretext_batch(
@@ -69,6 +76,11 @@ def make_pretext_batch(
     if len(images) != len(pseudo_labels):
         raise ValueError(f"{len(images)} images but {len(pseudo_labels)} pseudo-labels")
     return images, pseudo_labels
+
+
+def build_head(feature_dim: int, k: int = 100) -> nn.Module:
+    """A linear k-way classifier on the pooled backbone features, like the paper's top layer."""
+    return linear_head(feature_dim, k)
 
 
 def loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -317,23 +329,47 @@ def build_sobel_backbone(width: int, depth: int, seed: int | None = None) -> Sob
 # The task: both steps, and a log of every epoch's clusters.
 
 
+@dataclass(frozen=True)
+class Settings:
+    """The DeepCluster recipe's own settings.
+
+    Attributes:
+        k: number of clusters (at most a tenth of the images); the paper over-clusters
+            (k = 10,000 for 1,000 ImageNet classes).
+        pca_dim: PCA components kept before k-means. The paper keeps 256 of AlexNet's 4,096
+            dimensions; our backbone has ``4 * width`` (64 in the ``cpu`` profile), of which we
+            keep half.
+        sobel: the fixed Sobel layer in front of the backbone (the paper's; it removes colour).
+        uniform_sampling: draw every epoch's images uniformly over the clusters.
+        reinit_head: re-initialise the classifier head (and its optimiser state) every epoch.
+    """
+
+    k: int = 100
+    pca_dim: int = 32
+    sobel: bool = True
+    uniform_sampling: bool = True
+    reinit_head: bool = True
+
+
 class DeepCluster:
-    """The DeepCluster pretext task for :func:`sslbook.train.train`.
+    """The DeepCluster pretext task for :func:`sslbook.train.train` (a :class:`Task`).
 
     Before every epoch, :meth:`on_epoch_start` clusters the backbone's features of all training
-    images, re-initialises the head, logs how the clusters changed, and hands the loop the epoch's
-    images (drawn uniformly over clusters) labelled with their cluster ids.
+    images, re-initialises the head, logs how the clusters changed, and plans the epoch: its
+    images drawn uniformly over clusters. :meth:`make_batch` then looks up each image's cluster
+    id by its position in the training set. The log travels in the checkpoint
+    (:meth:`state_dict`), so a notebook that loads a finished run still has it.
 
     Args:
-        k: number of clusters; the paper over-clusters (k = 10,000 for 1,000 ImageNet classes).
+        k: number of clusters.
         pca_dim: PCA components kept before k-means.
         seed: seeds k-means, the re-seeding, the head and the sampling of every epoch.
         uniform_sampling: draw images uniformly over clusters (``False``: every image once).
-        reinit_head: re-initialise the head every epoch.
-        log_path: file in which to keep the per-epoch log, so a notebook that loads a finished
-            checkpoint (and so never calls the hook) still has it; loaded if it exists.
+        reinit_head: re-initialise the head every epoch, with fresh optimiser state (the
+            paper's code builds a new optimiser for the top layer every epoch).
 
     Attributes:
+        assignments: ``(N,)`` this epoch's cluster id of every training image.
         log: one dict per epoch: ``epoch``, ``assignments`` (N,), ``sizes`` (k,),
             ``reseeded``, ``nmi_previous`` (against the epoch before; NaN at epoch 0),
             ``nmi_labels`` (against the true labels; NaN without labels), ``seconds``.
@@ -348,33 +384,32 @@ class DeepCluster:
         seed: int = 0,
         uniform_sampling: bool = True,
         reinit_head: bool = True,
-        log_path: str | Path | None = None,
         name: str = "deepcluster",
     ) -> None:
         self.k, self.pca_dim, self.seed = k, pca_dim, seed
         self.uniform_sampling, self.reinit_head = uniform_sampling, reinit_head
         self.name = name
-        self.log_path = Path(log_path) if log_path is not None else None
+        self.assignments: torch.Tensor | None = None
         self.log: list[dict] = []
-        if self.log_path is not None and self.log_path.exists():
-            self.log = load_checkpoint(self.log_path, expect={"task": self.config()})["log"]
 
     def config(self) -> dict:
-        """The settings that change what is learned (for checkpoint names)."""
+        """The settings that change what is learned."""
         return {
             "k": self.k, "pca_dim": self.pca_dim, "seed": self.seed,
             "uniform_sampling": self.uniform_sampling, "reinit_head": self.reinit_head,
         }  # fmt: skip
 
     def build_head(self, feature_dim: int) -> nn.Module:
-        """A linear k-way classifier on the pooled backbone features, like the paper's top
-        layer."""
-        return linear_head(feature_dim, self.k)
+        """:func:`build_head` with this task's ``k``."""
+        return build_head(feature_dim, self.k)
 
-    def make_batch(self, images, labels, generator):
-        """``labels`` are this epoch's pseudo-labels: the loop trains on the ImageSet returned
-        by :meth:`on_epoch_start`, never on the true labels."""
-        return make_pretext_batch(images, labels, generator)
+    def make_batch(self, batch: Batch, generator: torch.Generator | None):
+        """The batch's images and their cluster ids from the last clustering (never the true
+        labels)."""
+        if self.assignments is None:
+            raise RuntimeError("DeepCluster.make_batch before on_epoch_start: no clusters yet")
+        pseudo_labels = self.assignments[batch.index].to(batch.images.device)
+        return make_pretext_batch(batch.images, pseudo_labels, generator)
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return loss(outputs, targets)
@@ -385,32 +420,39 @@ class DeepCluster:
     def features(self, backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
         """PCA-whitened, L2-normalised pooled features ``(N, pca_dim)`` of uint8 ``images``
         ``(N, C, H, W)``, computed in eval mode (the paper uses un-augmented images)."""
-        from sslbook.evaluate import predict  # here: sslbook.evaluate imports sslbook.pretext
-
         return pca_whiten(predict(backbone, images), self.pca_dim)
 
     def cluster(self, backbone: nn.Module, images: torch.Tensor, epoch: int = 0) -> Clustering:
         """Cluster ``images`` ``(N, C, H, W)`` by ``backbone``'s features (seeded by epoch)."""
         return run_kmeans(self.features(backbone, images), self.k, seed=self._seed(epoch))
 
-    def on_epoch_start(self, model: nn.Module, data: ImageSet, epoch: int) -> ImageSet:
-        """Cluster, log, re-initialise ``model.head``, and return the epoch's training set:
-        ``len(data)`` images, labelled with their cluster ids."""
+    def on_epoch_start(self, model: nn.Module, data: ImageSet, epoch: int) -> EpochPlan:
+        """Cluster, log, re-initialise ``model.head``, and plan the epoch: ``len(data)`` images
+        drawn uniformly over the clusters."""
         started = time.perf_counter()
         clustering = self.cluster(model.backbone, data.images, epoch)
         self._record(clustering, data.labels, epoch, time.perf_counter() - started)
+        self.assignments = clustering.assignments
+        fresh: list[nn.Parameter] = []
         if self.reinit_head:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self._seed(epoch))
                 reinitialize_head(model.head, self.build_head(model.backbone.feature_dim))
+            fresh = list(model.head.parameters())
         generator = torch.Generator().manual_seed(self._seed(epoch))
         order = (
             uniform_sample_order(clustering.assignments, generator)
             if self.uniform_sampling
-            else torch.arange(len(data))
+            else torch.randperm(len(data), generator=generator)
         )
-        classes = tuple(f"cluster {i}" for i in range(self.k))
-        return ImageSet(data.images[order], clustering.assignments[order], classes, "clusters")
+        return EpochPlan(order=order, fresh_parameters=fresh)
+
+    def state_dict(self) -> dict:
+        """The per-epoch log, for the training loop's checkpoint."""
+        return {"log": self.log}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.log = list(state["log"])
 
     def _seed(self, epoch: int) -> int:
         return self.seed * 100_003 + epoch
@@ -429,8 +471,39 @@ class DeepCluster:
                 "seconds": seconds,
             }
         )
-        if self.log_path is not None:
-            save_checkpoint(self.log_path, {"task": self.config(), "log": self.log})
+
+
+def make_task(settings: Settings = Settings(), seed: int = 0, n_images: int | None = None):
+    """The DeepCluster task; ``k`` is capped at a tenth of ``n_images`` (at least 10 images a
+    cluster on average)."""
+    k = settings.k if n_images is None else max(2, min(settings.k, n_images // 10))
+    return DeepCluster(k=k, pca_dim=settings.pca_dim, seed=seed,
+                       uniform_sampling=settings.uniform_sampling,
+                       reinit_head=settings.reinit_head)  # fmt: skip
+
+
+def recipe(profile: Profile, seed: int = 0, data: ImageSet | None = None, **overrides) -> Recipe:
+    """The chapter's headline setting: the Sobel layer in front of the shared backbone, k-means
+    on PCA-whitened features every epoch, uniform sampling over clusters, a fresh head every
+    epoch, and a constant learning rate (the targets move; a decayed rate cannot follow them).
+
+    Args:
+        profile: sizes the run.
+        seed: initial weights, the clusterings and every random choice.
+        data: unlabelled images (default: the profile's pretraining images).
+        **overrides: :class:`Settings` fields or :class:`~sslbook.train.TrainConfig` fields.
+    """
+    settings, config = resolve(NAME, Settings(), profile, seed, overrides, schedule="constant")
+    data = unlabelled(data, profile, seed)
+    task = make_task(settings, seed, len(data))
+    backbone = (
+        build_sobel_backbone(profile.width, profile.depth, seed=seed)
+        if settings.sobel
+        else shared_backbone(profile, seed)
+    )
+    with seeded(seed):
+        model = PretextModel(backbone, task.build_head(backbone.feature_dim))
+    return Recipe(NAME, model, task, config, data, settings=settings)
 
 
 def nmi(a: torch.Tensor | None, b: torch.Tensor) -> float:

@@ -22,14 +22,23 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sslbook.config import Profile
+from sslbook.data import ImageSet, load_mnist
 from sslbook.models import mlp_head
 from sslbook.pretext.base import PretextTask
+from sslbook.recipes import Recipe, backbone_with_head, resolve
+from sslbook.video import moving_mnist
+
+NAME = "frameorder"
+TITLE = "Frame-order verification"
+PAPER = "Misra, Zitnick & Hebert (2016), arXiv 1603.08561"
 
 NUM_FRAMES = 3  # frames per tuple
 WINDOW = 10  # frames of a window the five frames a < b < c < d < e are drawn from
@@ -167,12 +176,55 @@ def balanced_accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
 METRIC_NAME = "order accuracy (balanced)"
 
 
-def make_task(window: int = WINDOW, high_motion: float = HIGH_MOTION) -> PretextTask:
-    """The task with another window length or share of high-motion windows."""
-    batch = functools.partial(make_pretext_batch, window=window, high_motion=high_motion)
-    return PretextTask(
-        "frameorder", batch, build_head, loss, balanced_accuracy, metric_name=METRIC_NAME
+@dataclass(frozen=True)
+class Settings:
+    """The frame-order recipe's own settings.
+
+    Attributes:
+        window: frames of a window the five frames ``a < b < c < d < e`` are drawn from.
+        high_motion: fraction of each video's windows (those with the most motion) to draw from.
+        num_digits: digits per Moving-MNIST video.
+        n_frames: frames per video.
+    """
+
+    window: int = WINDOW
+    high_motion: float = HIGH_MOTION
+    num_digits: int = 2
+    n_frames: int = 16
+
+
+def make_task(settings: Settings = Settings()) -> PretextTask:
+    """The task with the settings' window length and share of high-motion windows."""
+    batch = functools.partial(
+        make_pretext_batch, window=settings.window, high_motion=settings.high_motion
     )
+    return PretextTask(NAME, batch, build_head, loss, balanced_accuracy, metric_name=METRIC_NAME)
 
 
-task = make_task()
+def videos_for(settings: Settings, n_videos: int, seed: int = 0) -> ImageSet:
+    """The unlabelled videos this recipe pretrains on: ``n_videos`` Moving-MNIST clips made
+    from as many MNIST training digits (:func:`sslbook.video.moving_mnist`)."""
+    digits = load_mnist("train", n=n_videos, seed=seed)
+    return moving_mnist(digits, n_videos, n_frames=settings.n_frames,
+                        num_digits=settings.num_digits, seed=seed)  # fmt: skip
+
+
+def recipe(profile: Profile, seed: int = 0, data: ImageSet | None = None, **overrides) -> Recipe:
+    """The chapter's headline setting: triplets from high-motion windows of Moving-MNIST
+    videos, one in four in order.
+
+    Args:
+        profile: sizes the run.
+        seed: initial weights, the videos and every random choice.
+        data: videos to train on (an :class:`~sslbook.data.ImageSet` whose channels are frames,
+            e.g. :func:`sslbook.video.load_video_folder`), or still images: then as many
+            Moving-MNIST videos are made (default: the profile's ``n_unlabelled``).
+        **overrides: :class:`Settings` fields or :class:`~sslbook.train.TrainConfig` fields.
+    """
+    settings, config = resolve(NAME, Settings(), profile, seed, overrides)
+    if data is None or data.images.shape[1] <= 3:  # still images: make videos
+        n_videos = profile.n_unlabelled if data is None else len(data)
+        data = videos_for(settings, n_videos, seed)
+    task = make_task(settings)
+    model = backbone_with_head(profile, seed, task)
+    return Recipe(NAME, model, task, config, data, settings=settings)

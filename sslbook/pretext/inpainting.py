@@ -7,24 +7,87 @@ The seed idea: what if we prepared pairs of (image with a hole, original image)?
 convincingly, a network has to understand what surrounds it: that the hole sits on a dog's head,
 so it should hold an ear and fur, not sky. Holes are a central square (the default) or a few
 random blocks, filled with the dataset's mean colour. The loss is L2 on the hole, with a higher
-weight on a thin border around it (so the fill blends with its context), optionally plus an
-adversarial loss in which a discriminator judges the image with its hole filled (see
-:func:`build_adversary`).
+weight on a thin border around it (so the fill blends with its context), plus, as in the paper,
+an adversarial loss weighted 0.001. The paper's released code shows its discriminator only the
+predicted region (the hole, real or generated); ours does the same for the central hole and can
+judge the whole filled image instead (``Settings(judge="image")``, see :func:`build_adversary`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslbook.adversarial import Adversary, Decoder, build_discriminator, psnr
+from sslbook.adversarial import Adversary, build_discriminator
+from sslbook.config import Profile
+from sslbook.data import ImageSet
+from sslbook.decoders import Decoder, EncoderDecoder
+from sslbook.metrics import psnr
 from sslbook.models import CIFAR10_MEAN, MNIST_MEAN
 from sslbook.pretext.base import PretextTask
+from sslbook.recipes import Recipe, resolve, seeded, shared_backbone, unlabelled
+
+NAME = "inpainting"
+TITLE = "Inpainting with context encoders"
+PAPER = "Pathak, Krähenbühl, Donahue, Darrell & Efros (2016), arXiv 1604.07379"
 
 MASK_KINDS = ("central", "blocks")
+JUDGES = ("hole", "image")
 OVERLAP = 2  # border width (px) whose L2 weight is raised; Pathak used 4 px on 128 px images
 OVERLAP_WEIGHT = 10.0  # as in the paper
+
+
+@dataclass
+class HoleTargets:
+    """What an inpainting network must predict, and where.
+
+    Attributes:
+        originals: ``(B, C, H, W)`` the images before their holes were cut.
+        masks: ``(B, 1, H, W)`` float, 1 in the hole and 0 in the context.
+    """
+
+    originals: torch.Tensor
+    masks: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The inpainting recipe's own settings.
+
+    Attributes:
+        mask: ``"central"`` (a quarter of the image in its middle) or ``"blocks"`` (four random
+            squares of a sixteenth each).
+        hole_side: side of the central hole in pixels (``None``: half the image).
+        overlap: width in pixels of the context border whose L2 weight is raised (0: none).
+        overlap_weight: that border's weight (the paper's 10).
+        adversarial_weight: weight of the adversarial term next to L2 (the paper's 0.001; 0
+            trains with L2 only and no discriminator).
+        judge: what the discriminator sees: ``"hole"``, only the predicted region (the paper's
+            released code; central holes only), or ``"image"``, the whole filled image.
+        discriminator_lr: the discriminator's Adam learning rate.
+    """
+
+    mask: str = "central"
+    hole_side: int | None = None
+    overlap: int = OVERLAP
+    overlap_weight: float = OVERLAP_WEIGHT
+    adversarial_weight: float = 1e-3
+    judge: str = "image"
+    discriminator_lr: float = 5e-5
+
+    def __post_init__(self) -> None:
+        if self.mask not in MASK_KINDS:
+            raise ValueError(f"mask must be one of {MASK_KINDS}, got {self.mask!r}")
+        if self.judge not in JUDGES:
+            raise ValueError(f"judge must be one of {JUDGES}, got {self.judge!r}")
+        if self.judge == "hole" and self.mask != "central" and self.adversarial_weight:
+            raise ValueError(
+                'judge="hole" crops the central hole; with random blocks use judge="image"'
+            )
 
 
 def square_mask(size: int, top: int, left: int, side: int) -> torch.Tensor:
@@ -81,8 +144,11 @@ def corrupt(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
 
 def make_pretext_batch(
-    images: torch.Tensor, generator: torch.Generator | None = None, kind: str = "central"
-) -> tuple[torch.Tensor, torch.Tensor]:
+    images: torch.Tensor,
+    generator: torch.Generator | None = None,
+    kind: str = "central",
+    side: int | None = None,
+) -> tuple[torch.Tensor, HoleTargets]:
     """Images with holes, and what was in them.
 
     Args:
@@ -93,11 +159,11 @@ def make_pretext_batch(
             random regions teach more; on 32-pixel images a small block can be filled from its
             immediate neighbours, while the central hole usually hides much of the object and
             forces the network to reason from the whole context.
+        side: side of the central hole (``None``: half the image).
 
     Returns:
         inputs ``(B, C, H, W)``: the images with their holes filled by the mean colour;
-        targets ``(B, C + 1, H, W)``: the original images and, as the last channel, the hole
-        mask (1 in the hole). :func:`split_targets` takes them apart.
+        targets: a :class:`HoleTargets` of the original images and the hole masks.
     """
     if kind not in MASK_KINDS:
         raise ValueError(f"kind must be one of {MASK_KINDS}, got {kind!r}")
@@ -105,23 +171,18 @@ def make_pretext_batch(
     if h != w:
         raise ValueError(f"inpainting needs square images, got {h}x{w}")
     if kind == "central":
-        masks = central_mask(h).expand(b, h, w)
+        masks = central_mask(h, side).expand(b, h, w)
     else:
         masks = random_block_masks(b, h, generator)  # (B, H, W)
     return apply_masks(images, masks)
 
 
-def apply_masks(images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def apply_masks(images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, HoleTargets]:
     """The ``(inputs, targets)`` pair of :func:`make_pretext_batch` for given holes: ``masks``
     ``(B, H, W)`` or one ``(H, W)`` mask for the whole batch, ``True`` in the hole."""
     masks = masks.to(images.device).expand(images.shape[0], *images.shape[-2:])
-    targets = torch.cat([images, masks[:, None].to(images.dtype)], dim=1)  # (B, C+1, H, W)
+    targets = HoleTargets(images, masks[:, None].to(images.dtype))  # masks (B, 1, H, W)
     return corrupt(images, masks), targets
-
-
-def split_targets(targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(B, C + 1, H, W)`` → original images ``(B, C, H, W)`` and hole masks ``(B, 1, H, W)``."""
-    return targets[:, :-1], targets[:, -1:]
 
 
 def loss_weights(
@@ -139,24 +200,28 @@ def loss_weights(
     return masks + overlap_weight * (grown - masks)
 
 
-def loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Weighted L2 between the output and the original, on the hole and its border."""
-    originals, masks = split_targets(targets)
-    weights = loss_weights(masks)
-    squared = (outputs.float() - originals).pow(2) * weights
+def loss(
+    outputs: torch.Tensor,
+    targets: HoleTargets,
+    overlap: int = OVERLAP,
+    overlap_weight: float = OVERLAP_WEIGHT,
+) -> torch.Tensor:
+    """Weighted L2 between the output and the original, on the hole and its border (see
+    :func:`loss_weights`)."""
+    weights = loss_weights(targets.masks, overlap, overlap_weight)
+    squared = (outputs.float() - targets.originals).pow(2) * weights
     return squared.sum() / (weights.sum() * outputs.shape[1]).clamp_min(1.0)
 
 
-def fill_hole(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def fill_hole(outputs: torch.Tensor, targets: HoleTargets) -> torch.Tensor:
     """The original context with the generator's pixels in the hole, ``(B, C, H, W)``: what the
-    reader sees, and what the discriminator judges."""
-    originals, masks = split_targets(targets)
-    return masks * outputs + (1 - masks) * originals
+    reader sees."""
+    return targets.masks * outputs + (1 - targets.masks) * targets.originals
 
 
-def hole_psnr(outputs: torch.Tensor, targets: torch.Tensor) -> float:
+def hole_psnr(outputs: torch.Tensor, targets: HoleTargets) -> float:
     """PSNR (dB) of the filled images; only the hole differs from the original."""
-    return psnr(fill_hole(outputs, targets), split_targets(targets)[0])
+    return psnr(fill_hole(outputs, targets), targets.originals)
 
 
 def build_head(feature_dim: int, spatial: int = 8, channels: int = 3) -> nn.Module:
@@ -165,33 +230,79 @@ def build_head(feature_dim: int, spatial: int = 8, channels: int = 3) -> nn.Modu
     return Decoder(feature_dim, channels, spatial=spatial)
 
 
-def discriminator_view(
-    outputs: torch.Tensor, targets: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The discriminator compares the image with its hole filled by the generator (fake) to the
-    original (real): it only sees the generator's work inside the hole."""
-    return fill_hole(outputs, targets), split_targets(targets)[0]
+def filled_image_view(outputs: torch.Tensor, targets: HoleTargets):
+    """``(fake, real)`` for a discriminator that judges whole images: the image with its hole
+    filled by the generator, and the original."""
+    return fill_hole(outputs, targets), targets.originals
+
+
+def hole_view(outputs: torch.Tensor, targets: HoleTargets):
+    """``(fake, real)`` for a discriminator that judges only the predicted region, as the
+    paper's released code does: the hole's bounding box cropped from the generator's output and
+    from the original (the same box for every image: central holes)."""
+    rows = targets.masks[0, 0].any(1).nonzero().flatten()
+    cols = targets.masks[0, 0].any(0).nonzero().flatten()
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    crop = (..., slice(int(top), int(bottom)), slice(int(left), int(right)))
+    return outputs[crop], targets.originals[crop]
 
 
 def build_adversary(
-    width: int, depth: int, seed: int | None = None, weight: float = 1e-3, lr: float = 5e-5
+    width: int,
+    depth: int,
+    seed: int | None = None,
+    weight: float = 1e-3,
+    lr: float = 5e-5,
+    judge: str = "image",
 ) -> Adversary:
-    """The context encoder's adversary: a shared-backbone discriminator judging filled images.
+    """The context encoder's adversary: a shared-backbone discriminator judging the fill.
 
     ``weight`` is the adversarial term's weight next to the L2 loss, 0.001 as in the paper: a
     nudge towards sharper fills that leaves the L2 loss in charge of what the encoder learns.
     ``lr``, the discriminator's Adam learning rate, is small because spotting a mean-coloured
     fill is easy: a faster discriminator wins within an epoch and stops teaching the generator.
+    ``judge`` is what it sees: ``"hole"`` (the predicted region only, as in the paper's code)
+    or ``"image"`` (the whole filled image, context included).
     """
+    if judge not in JUDGES:
+        raise ValueError(f"judge must be one of {JUDGES}, got {judge!r}")
     return Adversary(
         build_discriminator(width, depth, seed=seed),
-        view=discriminator_view,
+        view=hole_view if judge == "hole" else filled_image_view,
         weight=weight,
         lr=lr,
-        name="inpainting discriminator",
+        name=f"inpainting discriminator (judges the {judge})",
     )
 
 
-task = PretextTask(
-    "inpainting", make_pretext_batch, build_head, loss, metric=hole_psnr, metric_name="PSNR (dB)"
-)
+def make_task(settings: Settings = Settings()) -> PretextTask:
+    """The inpainting task: holes of ``settings.mask``, L2 weighted by ``settings.overlap``."""
+    batch = partial(make_pretext_batch, kind=settings.mask, side=settings.hole_side)
+    objective = partial(loss, overlap=settings.overlap, overlap_weight=settings.overlap_weight)
+    return PretextTask(NAME, batch, build_head, objective, metric=hole_psnr,
+                       metric_name="PSNR (dB)")  # fmt: skip
+
+
+def recipe(profile: Profile, seed: int = 0, data: ImageSet | None = None, **overrides) -> Recipe:
+    """The chapter's headline setting: the central hole, L2 with a weighted border, plus the
+    paper's 0.001 adversarial weight; the generator trains with Adam (lr 2e-3).
+
+    Args:
+        profile: sizes the run.
+        seed: initial weights (generator and discriminator alike) and every random choice.
+        data: unlabelled images (default: the profile's pretraining images).
+        **overrides: :class:`Settings` fields or :class:`~sslbook.train.TrainConfig` fields;
+            ``adversarial_weight=0`` is the L2-only context encoder.
+    """
+    settings, config = resolve(NAME, Settings(), profile, seed, overrides, optimizer="adam",
+                               lr=2e-3)  # fmt: skip
+    task = make_task(settings)
+    backbone = shared_backbone(profile, seed)
+    with seeded(seed):
+        model = EncoderDecoder(backbone, task.build_head(backbone.feature_dim))
+    adversary = None
+    if settings.adversarial_weight:
+        adversary = build_adversary(profile.width, profile.depth, seed=seed,
+                                    weight=settings.adversarial_weight,
+                                    lr=settings.discriminator_lr, judge=settings.judge)  # fmt: skip
+    return Recipe(NAME, model, task, config, unlabelled(data, profile, seed), adversary, settings)

@@ -24,11 +24,14 @@ import functools
 import itertools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sslbook.config import Profile
+from sslbook.data import ImageSet
 from sslbook.models import mlp_head
 from sslbook.patches import (
     Grid,
@@ -39,6 +42,11 @@ from sslbook.patches import (
     upsample,
 )
 from sslbook.pretext.base import PretextTask
+from sslbook.recipes import Recipe, backbone_with_head, resolve, unlabelled
+
+NAME = "jigsaw"
+TITLE = "Jigsaw puzzles"
+PAPER = "Noroozi & Favaro (2016), arXiv 1603.09246"
 
 NUM_TILES = 9
 DEFAULT_SET_SIZE = 64
@@ -163,30 +171,53 @@ def loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(outputs, targets)
 
 
-def make_task(
-    permutations: torch.Tensor | None = None,
-    grid: Grid = GRID,
-    colour: str = "gray",
-    channel_shift: int = 2,
-) -> PretextTask:
-    """The jigsaw task for a given permutation set and tile geometry (the head's output size
-    follows the set)."""
-    if permutations is None:
-        permutations = permutation_set()
+@dataclass(frozen=True)
+class Settings:
+    """The jigsaw recipe's own settings.
+
+    Attributes:
+        set_size: permutations in the set (the classes of the task); the paper used 100 and
+            1000, we use 64 for tiny images and a small head.
+        criterion: how :func:`permutation_set` picks them: ``"mean"`` (the paper's rule) or
+            ``"min"`` (farthest-point sampling, a larger minimum distance).
+        grid: tile geometry (gap, jitter, size).
+        colour: colour defence (:func:`sslbook.patches.defend_colour`).
+        channel_shift: CFN's per-channel colour jitter in pixels (0 turns it off).
+    """
+
+    set_size: int = DEFAULT_SET_SIZE
+    criterion: str = "mean"
+    grid: Grid = GRID
+    colour: str = "gray"
+    channel_shift: int = 2
+
+
+def make_task(settings: Settings = Settings(), seed: int = 0) -> PretextTask:
+    """The jigsaw task: the permutation set is drawn from ``seed`` by ``settings.criterion``;
+    the head's output size follows the set."""
+    permutations = permutation_set(settings.set_size, seed=seed, criterion=settings.criterion)
     batch = functools.partial(
-        make_pretext_batch,
-        permutations=permutations,
-        grid=grid,
-        colour=colour,
-        channel_shift=channel_shift,
-    )
+        make_pretext_batch, permutations=permutations, grid=settings.grid,
+        colour=settings.colour, channel_shift=settings.channel_shift,
+    )  # fmt: skip
     head = functools.partial(build_head, num_permutations=len(permutations))
-    return PretextTask(
-        f"jigsaw-{len(permutations)}", batch, head, loss, metric_name="jigsaw accuracy"
-    )
+    return PretextTask(NAME, batch, head, loss, metric_name="jigsaw accuracy")
 
 
-task = PretextTask("jigsaw", make_pretext_batch, build_head, loss, metric_name="jigsaw accuracy")
+def recipe(profile: Profile, seed: int = 0, data: ImageSet | None = None, **overrides) -> Recipe:
+    """The chapter's headline setting: 64 permutations chosen by the paper's rule, tiles cut
+    with a gap and jitter, normalised one by one, sometimes grey and colour-jittered.
+
+    Args:
+        profile: sizes the run.
+        seed: initial weights, the permutation set and every random choice.
+        data: unlabelled images (default: the profile's pretraining images).
+        **overrides: :class:`Settings` fields or :class:`~sslbook.train.TrainConfig` fields.
+    """
+    settings, config = resolve(NAME, Settings(), profile, seed, overrides)
+    task = make_task(settings, seed)
+    model = backbone_with_head(profile, seed, task)
+    return Recipe(NAME, model, task, config, unlabelled(data, profile, seed), settings=settings)
 
 
 def arrange(

@@ -18,19 +18,24 @@ the generator only predicts the missing high frequencies (a residual), at 1/4 re
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslbook.adversarial import (
-    Adversary,
-    ContentLoss,
-    Decoder,
-    build_discriminator,
-    psnr,
-    vgg_content_loss,
-)
+from sslbook.adversarial import Adversary, ContentLoss, build_discriminator, vgg_content_loss
+from sslbook.config import Profile
+from sslbook.data import ImageSet
+from sslbook.decoders import Decoder, EncoderDecoder
+from sslbook.metrics import psnr
 from sslbook.pretext.base import PretextTask
+from sslbook.recipes import Recipe, resolve, seeded, shared_backbone, unlabelled
+
+NAME = "superres"
+TITLE = "Super-resolution (SRGAN)"
+PAPER = "Ledig et al. (2017), arXiv 1609.04802"
 
 FACTOR = 4  # 32 px → 8 px → 32 px, SRGAN's 4x
 CONTENT_LOSSES = ("discriminator", "vgg", "none")
@@ -128,6 +133,58 @@ def build_adversary(
     )
 
 
-task = PretextTask(
-    "superres", make_pretext_batch, build_head, loss, metric=psnr, metric_name="PSNR (dB)"
-)
+@dataclass(frozen=True)
+class Settings:
+    """The super-resolution recipe's own settings.
+
+    Attributes:
+        factor: how much resolution is thrown away (SRGAN's 4x).
+        adversarial_weight: weight of the adversarial term (0: the MSE-only generator, no
+            discriminator).
+        content: the content loss next to the pixel MSE (see :func:`build_adversary`).
+        content_weight: its weight.
+        discriminator_lr: the discriminator's Adam learning rate.
+    """
+
+    factor: int = FACTOR
+    adversarial_weight: float = 1e-2
+    content: str = "discriminator"
+    content_weight: float = 1e-2
+    discriminator_lr: float = 5e-5
+
+    def __post_init__(self) -> None:
+        if self.content not in CONTENT_LOSSES:
+            raise ValueError(f"content must be one of {CONTENT_LOSSES}, got {self.content!r}")
+
+
+def make_task(settings: Settings = Settings()) -> PretextTask:
+    """Inputs shrunk by ``settings.factor`` and upsampled back; the pixel MSE as the loss."""
+    batch = partial(make_pretext_batch, factor=settings.factor)
+    return PretextTask(NAME, batch, build_head, loss, metric=psnr, metric_name="PSNR (dB)")
+
+
+def recipe(profile: Profile, seed: int = 0, data: ImageSet | None = None, **overrides) -> Recipe:
+    """The chapter's headline setting: 4x super-resolution, the generator trained with Adam
+    (lr 2e-3) on the pixel MSE plus the adversary's terms.
+
+    Args:
+        profile: sizes the run.
+        seed: initial weights (generator and discriminator alike) and every random choice.
+        data: unlabelled images (default: the profile's pretraining images).
+        **overrides: :class:`Settings` fields or :class:`~sslbook.train.TrainConfig` fields;
+            ``adversarial_weight=0`` is the MSE-only generator (SRResNet).
+    """
+    settings, config = resolve(NAME, Settings(), profile, seed, overrides, optimizer="adam",
+                               lr=2e-3)  # fmt: skip
+    task = make_task(settings)
+    backbone = shared_backbone(profile, seed)
+    with seeded(seed):
+        model = EncoderDecoder(backbone, task.build_head(backbone.feature_dim))
+    adversary = None
+    if settings.adversarial_weight:
+        adversary = build_adversary(
+            profile.width, profile.depth, seed=seed, weight=settings.adversarial_weight,
+            content_weight=settings.content_weight, content=settings.content,
+            lr=settings.discriminator_lr,
+        )  # fmt: skip
+    return Recipe(NAME, model, task, config, unlabelled(data, profile, seed), adversary, settings)

@@ -16,33 +16,95 @@ distributed). Fooling the discriminator uses a gradient reversal layer (Ganin & 
 arXiv 1409.7495): the identity going forward, the gradient times ``-lambda`` going back, so one
 backward pass trains the discriminator to separate the domains and the backbone to merge them.
 
-Everything travels through the book's one training loop as single tensors: the batch holds ``B``
-renders then ``B`` real images, the targets pack the geometry with the domain labels
-(:data:`TARGET_CHANNELS`), and the model's outputs pack the predictions (:data:`OUTPUT_CHANNELS`).
+The batch holds ``B`` renders then ``B`` real images; the targets are a :class:`SceneTargets`
+(the geometry of the renders and every row's domain) and the model's outputs a
+:class:`GeometryOutputs` (one field per head).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, fields
 from functools import partial
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sslbook import plot, render
-from sslbook.data import cache_dir
+from sslbook.checkpoint import atomic_write, cache_path
+from sslbook.config import Profile
+from sslbook.data import ImageSet
+from sslbook.fingerprint import fingerprint
 from sslbook.pretext.base import PretextTask
+from sslbook.recipes import Recipe, resolve, seeded, shared_backbone, unlabelled
+from sslbook.transforms import to_float
 
-#: Channels of the packed targets ``(2B, 7, H, W)``.
-TARGET_CHANNELS = {"depth": 0, "normals": slice(1, 4), "edges": 4, "domain": 5, "synthetic": 6}
-#: Channels of the packed outputs ``(2B, 6, H, W)``: log-depth, normals (not yet unit length),
-#: edge logit, domain logit (1: real).
-OUTPUT_CHANNELS = {"depth": 0, "normals": slice(1, 4), "edges": 4, "domain": 5}
+NAME = "synthetic"
+TITLE = "Synthetic imagery with domain adaptation"
+PAPER = "Ren & Lee (2018), arXiv 1711.09082"
+
 #: Weight of each loss term (the domain term's gradient reaches the backbone reversed).
 LOSS_WEIGHTS = {"depth": 1.0, "normals": 1.0, "edges": 1.0, "domain": 1.0}
+
+
+@dataclass
+class SceneTargets:
+    """What the network must predict for a batch of renders followed by real images.
+
+    Attributes:
+        depth: ``(N, 1, H, W)`` true depth of the rendered rows (zero for real ones).
+        normals: ``(N, 3, H, W)`` unit normals of the rendered rows (zero for real ones).
+        edges: ``(N, 1, H, W)`` 1.0 on object edges of the rendered rows.
+        domain: ``(N,)`` 1.0 for a real image, 0.0 for a render.
+        rendered: ``(N,)`` bool, the rows whose geometry is known.
+    """
+
+    depth: torch.Tensor
+    normals: torch.Tensor
+    edges: torch.Tensor
+    domain: torch.Tensor
+    rendered: torch.Tensor
+
+    def __getitem__(self, index) -> SceneTargets:
+        return SceneTargets(*(getattr(self, f.name)[index] for f in fields(self)))
+
+
+@dataclass
+class GeometryOutputs:
+    """What the :class:`SyntheticNet` predicts, one field per head (raw, before activations).
+
+    Attributes:
+        log_depth: ``(N, 1, H, W)`` log of the depth.
+        normals: ``(N, 3, H, W)`` normals, not yet of unit length.
+        edges: ``(N, 1, H, W)`` edge logits.
+        domain: ``(N, 1, H/4, W/4)`` the discriminator's logits at every location (1: real).
+    """
+
+    log_depth: torch.Tensor
+    normals: torch.Tensor
+    edges: torch.Tensor
+    domain: torch.Tensor
+
+    def __getitem__(self, index) -> GeometryOutputs:
+        return GeometryOutputs(*(getattr(self, f.name)[index] for f in fields(self)))
+
+    def __len__(self) -> int:
+        return len(self.log_depth)
+
+    def detach(self) -> GeometryOutputs:
+        return GeometryOutputs(*(getattr(self, f.name).detach() for f in fields(self)))
+
+    def pictures(self) -> dict[str, torch.Tensor]:
+        """``depth`` ``(N, 1, H, W)`` (metres), unit ``normals`` ``(N, 3, H, W)``, ``edges``
+        probabilities ``(N, 1, H, W)`` and ``real``, the probability of a real image ``(N,)``."""
+        return {
+            "depth": self.log_depth.float().exp(),
+            "normals": F.normalize(self.normals.float(), dim=1),
+            "edges": self.edges.float().sigmoid(),
+            "real": self.domain.float().mean((-3, -2, -1)).sigmoid(),
+        }
 
 
 # --- the data: a bank of renders --------------------------------------------------------------
@@ -78,16 +140,20 @@ def load_bank(n: int, seed: int = 0, size: int = 32) -> Bank:
     """``n`` rendered scenes from ``seed``, cached on disk (rendering is cheap, but not free).
 
     Rendering 5,000 scenes takes seconds on an idle CPU; the cache makes re-running a notebook
-    instant. The file name holds every setting, so a change renders a new bank.
+    instant. The file is keyed by the settings and the package source, so a change to either
+    renders a new bank; a damaged file is rendered again, with a warning.
     """
-    path = cache_dir() / "synthetic" / f"bank-n{n}-seed{seed}-size{size}-v2.pt"
+    path = cache_path("synthetic", "bank", fingerprint(n, seed, size), suffix=".pt")
     if path.exists():
-        return Bank(**torch.load(path, weights_only=True))
+        try:
+            return Bank(**torch.load(path, weights_only=True))
+        except Exception as error:  # a truncated or foreign file: render it again
+            warnings.warn(
+                f"{path} could not be read ({type(error).__name__}); rendering the bank again",
+                stacklevel=2,
+            )
     bank = Bank.from_renders(render.render_random(n, seed, size))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(f"{path}.tmp")
-    torch.save(vars(bank), tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda f: torch.save(vars(bank), f))
     return bank
 
 
@@ -118,7 +184,7 @@ def make_pretext_batch(
     generator: torch.Generator | None = None,
     bank: Bank | None = None,
     real: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, SceneTargets]:
     """Renders with their geometry, followed by the real images with only their domain.
 
     Args:
@@ -129,18 +195,28 @@ def make_pretext_batch(
 
     Returns:
         inputs ``(2B, 3, H, W)`` (``(B, ...)`` without ``real``): ``B`` renders, then the real
-        images; targets ``(2B, 7, H, W)`` packed as :data:`TARGET_CHANNELS`: depth, normals,
-        edges (zero for real rows), domain (1: real) and a mask of the rendered rows.
+        images; targets: a :class:`SceneTargets` for those rows.
     """
-    b, _, h, w = images.shape
+    b, _, h, _ = images.shape
+    device = images.device
     drawn = draw_renders(bank, b, generator, h)
-    ones = torch.ones(b, 1, h, w)
-    synthetic = torch.cat([drawn.depth, drawn.normals, drawn.edges, 0 * ones, ones], 1)
+    ones, zeros = torch.ones(b, device=device), torch.zeros(b, device=device)
+    renders = SceneTargets(
+        drawn.depth.to(device), drawn.normals.to(device), drawn.edges.to(device), zeros,
+        ones.bool(),
+    )  # fmt: skip
     if not real:
-        return drawn.images.to(images.device), synthetic.to(images.device)  # (B, 3, H, W)
-    real_rows = torch.cat([torch.zeros(b, 5, h, w), ones, 0 * ones], 1)
-    inputs = torch.cat([drawn.images.to(images.device), images])  # (2B, 3, H, W)
-    return inputs, torch.cat([synthetic, real_rows]).to(images.device)  # (2B, 7, H, W)
+        return drawn.images.to(device), renders  # (B, 3, H, W)
+    blank = torch.zeros_like(renders.depth)
+    inputs = torch.cat([drawn.images.to(device), images])  # (2B, 3, H, W)
+    targets = SceneTargets(
+        torch.cat([renders.depth, blank]),
+        torch.cat([renders.normals, blank.expand(-1, 3, -1, -1)]),
+        torch.cat([renders.edges, blank]),
+        torch.cat([zeros, ones]),
+        torch.cat([ones, zeros]).bool(),
+    )  # fmt: skip
+    return inputs, targets
 
 
 # --- the model ---------------------------------------------------------------------------------
@@ -210,17 +286,18 @@ class GeometryHeads(nn.Module):
             nn.Conv2d(feature_dim, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, 1, 1)
         )
 
-    def forward(self, maps: dict[str, torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-        """Backbone ``maps`` → packed outputs ``(B, 6, *size)`` (see :data:`OUTPUT_CHANNELS`)."""
+    def forward(self, maps: dict[str, torch.Tensor], size: tuple[int, int]) -> GeometryOutputs:
+        """Backbone ``maps`` → a :class:`GeometryOutputs` at ``size`` (the domain at 1/4)."""
         features = reverse_gradient(maps["block3"], self.reversal)
-        domain = self.discriminator(features)  # (B, 1, H/4, W/4)
-        domain = F.interpolate(domain, size=size, mode="nearest")
-        return torch.cat([self.depth(maps, size), self.normals(maps, size),
-                          self.edges(maps, size), domain], 1)  # fmt: skip
+        return GeometryOutputs(
+            self.depth(maps, size), self.normals(maps, size), self.edges(maps, size),
+            self.discriminator(features),  # (B, 1, H/4, W/4)
+        )  # fmt: skip
 
 
 class SyntheticNet(nn.Module):
-    """The shared backbone and the :class:`GeometryHeads`: ``(B, 3, H, W)`` → ``(B, 6, H, W)``."""
+    """The shared backbone and the :class:`GeometryHeads`: ``(B, 3, H, W)`` → a
+    :class:`GeometryOutputs`."""
 
     def __init__(self, backbone: nn.Module, head: GeometryHeads) -> None:
         super().__init__()
@@ -231,7 +308,7 @@ class SyntheticNet(nn.Module):
         return {"backbone": self.backbone.config(), "head": type(self.head).__name__,
                 "reversal": self.head.reversal}  # fmt: skip
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> GeometryOutputs:
         return self.head(self.backbone.feature_maps(x), x.shape[-2:])
 
 
@@ -243,19 +320,7 @@ def build_head(feature_dim: int, reversal: float = 1.0) -> GeometryHeads:
 # --- objectives and metrics -----------------------------------------------------------------
 
 
-def unpack(outputs: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Packed outputs ``(B, 6, H, W)`` → ``depth`` ``(B, 1, H, W)`` (metres), unit ``normals``
-    ``(B, 3, H, W)``, ``edges`` probabilities ``(B, 1, H, W)``, ``real`` probability ``(B,)``."""
-    c = OUTPUT_CHANNELS
-    return {
-        "depth": outputs[:, c["depth"]].float().exp().unsqueeze(1),
-        "normals": F.normalize(outputs[:, c["normals"]].float(), dim=1),
-        "edges": outputs[:, c["edges"]].float().sigmoid().unsqueeze(1),
-        "real": outputs[:, c["domain"]].float().mean((-2, -1)).sigmoid(),
-    }
-
-
-def loss_terms(outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+def loss_terms(outputs: GeometryOutputs, targets: SceneTargets) -> dict[str, torch.Tensor]:
     """Each term of the objective, geometry on rendered rows only.
 
     - depth: L1 on log-depth (errors relative to the distance, as in depth estimation);
@@ -263,58 +328,71 @@ def loss_terms(outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.
     - edges: binary cross-entropy per pixel;
     - domain: binary cross-entropy of the discriminator, real vs rendered, at every location.
     """
-    o, t = outputs.float(), targets.float()
-    rendered = t[:, TARGET_CHANNELS["synthetic"], 0, 0] > 0.5  # (2B,)
-    o_s, t_s = o[rendered], t[rendered]
-    c, tc = OUTPUT_CHANNELS, TARGET_CHANNELS
-    cosine = F.cosine_similarity(o_s[:, c["normals"]], t_s[:, tc["normals"]], dim=1)
+    o, t = outputs[targets.rendered], targets[targets.rendered]
+    cosine = F.cosine_similarity(o.normals.float(), t.normals.float(), dim=1)
+    domain = targets.domain.float().view(-1, 1, 1, 1).expand_as(outputs.domain)
     return {
-        "depth": F.l1_loss(o_s[:, c["depth"]], t_s[:, tc["depth"]].clamp(min=1e-3).log()),
+        "depth": F.l1_loss(o.log_depth.float(), t.depth.float().clamp(min=1e-3).log()),
         "normals": (1 - cosine).mean(),
-        "edges": F.binary_cross_entropy_with_logits(o_s[:, c["edges"]], t_s[:, tc["edges"]]),
-        "domain": F.binary_cross_entropy_with_logits(o[:, c["domain"]], t[:, tc["domain"]]),
+        "edges": F.binary_cross_entropy_with_logits(o.edges.float(), t.edges.float()),
+        "domain": F.binary_cross_entropy_with_logits(outputs.domain.float(), domain),
     }
 
 
 def loss(
-    outputs: torch.Tensor, targets: torch.Tensor, weights: dict[str, float] | None = None
+    outputs: GeometryOutputs, targets: SceneTargets, weights: dict[str, float] | None = None
 ) -> torch.Tensor:
     """Weighted sum of :func:`loss_terms` (default :data:`LOSS_WEIGHTS`)."""
     weights = LOSS_WEIGHTS if weights is None else weights
     return sum(weights[name] * value for name, value in loss_terms(outputs, targets).items())
 
 
-def depth_accuracy(outputs: torch.Tensor, targets: torch.Tensor, threshold: float = 1.25) -> float:
+def depth_accuracy(
+    outputs: GeometryOutputs, targets: SceneTargets, threshold: float = 1.25
+) -> float:
     """The standard depth metric ``delta < 1.25``: the fraction of rendered pixels whose
     predicted depth is within a factor 1.25 of the truth (1.0 is perfect)."""
-    rendered = targets[:, TARGET_CHANNELS["synthetic"], 0, 0] > 0.5
-    predicted = outputs[rendered, OUTPUT_CHANNELS["depth"]].float().exp()
-    truth = targets[rendered, TARGET_CHANNELS["depth"]].float()
+    predicted = outputs.log_depth[targets.rendered].float().exp()
+    truth = targets.depth[targets.rendered].float()
     ratio = torch.maximum(predicted / truth, truth / predicted)
     return (ratio < threshold).float().mean().item()
 
 
-def geometry_scores(outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-    """Held-out scores of every head on packed ``outputs`` and ``targets``.
+def geometry_scores(outputs: GeometryOutputs, targets: SceneTargets) -> dict[str, float]:
+    """Held-out scores of every head.
 
     Returns:
         ``depth_accuracy`` (delta < 1.25), ``normal_error_degrees`` (mean angle), ``edge_f1``
         (edges thresholded at 0.5), ``domain_accuracy`` (the discriminator's, 0.5 = fooled).
     """
-    rendered = targets[:, TARGET_CHANNELS["synthetic"], 0, 0] > 0.5
-    p, t = unpack(outputs[rendered]), targets[rendered].float()
-    cosine = (p["normals"] * t[:, TARGET_CHANNELS["normals"]]).sum(1).clamp(-1, 1)
-    edge, truth = p["edges"] > 0.5, t[:, TARGET_CHANNELS["edges"]].unsqueeze(1) > 0.5
+    p, t = outputs[targets.rendered].pictures(), targets[targets.rendered]
+    cosine = (p["normals"] * t.normals.float()).sum(1).clamp(-1, 1)
+    edge, truth = p["edges"] > 0.5, t.edges > 0.5
     hits = (edge & truth).sum().item()
     f1 = 2 * hits / max(1, edge.sum().item() + truth.sum().item())
-    real = unpack(outputs)["real"] > 0.5
-    domain_truth = targets[:, TARGET_CHANNELS["domain"], 0, 0] > 0.5
+    real = outputs.pictures()["real"] > 0.5
     return {
         "depth_accuracy": depth_accuracy(outputs, targets),
         "normal_error_degrees": math.degrees(cosine.acos().mean().item()),
         "edge_f1": f1,
-        "domain_accuracy": (real == domain_truth).float().mean().item(),
+        "domain_accuracy": (real == (targets.domain > 0.5)).float().mean().item(),
     }
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> GeometryOutputs:
+    """The :class:`SyntheticNet`'s predictions for ``images`` ``(N, 3, H, W)`` (uint8 or float),
+    in eval mode and batches, as one :class:`GeometryOutputs` on the CPU."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    parts = [
+        model(to_float(images[i : i + batch_size]).to(device))
+        for i in range(0, len(images), batch_size)
+    ]
+    model.train(was_training)
+    columns = [[getattr(p, f.name).float().cpu() for p in parts] for f in fields(GeometryOutputs)]
+    return GeometryOutputs(*(torch.cat(column) for column in columns))
 
 
 def geometry_pictures(
@@ -344,21 +422,62 @@ def show_geometry(
     return plot.show_images(pictures, titles, ncols=n, suptitle=suptitle)
 
 
-def make_task(bank: Bank | None = None, adapt: bool = True, name: str = "synthetic") -> PretextTask:
+@dataclass(frozen=True)
+class Settings:
+    """The synthetic-imagery recipe's own settings.
+
+    Attributes:
+        adapt: domain adaptation: real images join every batch and a discriminator, behind a
+            gradient reversal layer, pushes the backbone to make the two domains look alike.
+        reversal: the gradient reversal's ``lambda``.
+        bank_size: rendered scenes drawn from (``None``: as many as there are real images).
+    """
+
+    adapt: bool = True
+    reversal: float = 1.0
+    bank_size: int | None = None
+
+
+def bank_for(data: ImageSet, settings: Settings = Settings(), seed: int = 0) -> Bank:
+    """The renders a recipe draws from: ``settings.bank_size`` scenes (default: one per real
+    image) from ``seed``, at the real images' size (:func:`load_bank`)."""
+    return load_bank(settings.bank_size or len(data), seed=seed, size=data.images.shape[-1])
+
+
+def make_task(
+    bank: Bank | None = None, settings: Settings = Settings(), name: str = NAME
+) -> PretextTask:
     """The task for :func:`sslbook.train.train`, drawing renders from ``bank``.
 
-    ``adapt=False`` is the ablation without domain adaptation: batches hold renders only and the
-    loss has no domain term (the model's discriminator is then idle).
+    ``settings.adapt=False`` is the ablation without domain adaptation: batches hold renders
+    only and the loss has no domain term (the model's discriminator is then idle).
     """
-    weights = LOSS_WEIGHTS if adapt else {**LOSS_WEIGHTS, "domain": 0.0}
+    weights = LOSS_WEIGHTS if settings.adapt else {**LOSS_WEIGHTS, "domain": 0.0}
+    head = partial(build_head, reversal=settings.reversal)
     return PretextTask(
         name,
-        partial(make_pretext_batch, bank=bank, real=adapt),
-        build_head,
+        partial(make_pretext_batch, bank=bank, real=settings.adapt),
+        head,
         partial(loss, weights=weights),
         metric=depth_accuracy,
         metric_name="depth accuracy (δ < 1.25)",
     )
 
 
-task = make_task()
+def recipe(profile: Profile, seed: int = 0, data: ImageSet | None = None, **overrides) -> Recipe:
+    """The chapter's headline setting: depth, normals and edges of rendered scenes, with domain
+    adaptation towards the real (unlabelled) images by gradient reversal.
+
+    Args:
+        profile: sizes the run.
+        seed: initial weights, the rendered scenes and every random choice.
+        data: unlabelled real images (default: the profile's pretraining images).
+        **overrides: :class:`Settings` fields or :class:`~sslbook.train.TrainConfig` fields.
+    """
+    settings, config = resolve(NAME, Settings(), profile, seed, overrides)
+    data = unlabelled(data, profile, seed)
+    task = make_task(bank_for(data, settings, seed), settings)
+    backbone = shared_backbone(profile, seed)
+    with seeded(seed):
+        model = SyntheticNet(backbone, task.build_head(backbone.feature_dim))
+    return Recipe(NAME, model, task, config, data, settings=settings)
