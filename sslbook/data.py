@@ -8,7 +8,10 @@ Where the data lives is resolved in this order:
 
 1. the ``root`` argument of a loader,
 2. the environment variable ``SSLBOOK_DATA``,
-3. a per-user cache directory (``platformdirs``), where torchvision downloads what is missing.
+3. a per-user cache directory (``platformdirs``).
+
+A dataset found in none of its local layouts below is downloaded into that root, from mirrors
+and checked against published checksums (see :mod:`sslbook.download`).
 
 Inside that root, CIFAR-10 is read from PNGs in class folders
 (``cifar10/{train,test}/<class>/<index>_<class>.png``), from a few compressed uint8 shards
@@ -17,13 +20,25 @@ the dataset in parts small enough to copy to another machine) or from torchvisio
 (``cifar-10-batches-py``); MNIST from torchvision's layout (``MNIST/raw``). Decoding 50,000 PNGs
 takes half a minute on two cores, so decoded images are kept in the cache, keyed by the files'
 names, sizes and times: a second load takes a fraction of a second.
+
+Bad input fails early with a message that names the file and says what to do: a CIFAR-10 class
+folder that is empty or holds an image of the wrong size, a pickle that is not the official file
+(never unpickled: a pickle can run code), a photo that cannot be decoded (skipped, with a
+warning). Photos are read as a viewer shows them: turned upright by their EXIF orientation, and
+16-bit ones scaled to 8 bits rather than clipped to white.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import hashlib
 import os
 import pickle
+import shutil
+import sys
+import tempfile
+import time
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +60,19 @@ MNIST_CLASSES = tuple(str(d) for d in range(10))
 SHARD_DIR = "cifar10-shards"
 DECODE_CACHE_MIN = 1000  # sets of at least this many files keep their decoded pixels
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+CIFAR10_SIZE = (32, 32)
+PICKLE_DIR = "cifar-10-batches-py"
+# MD5 of each official pickle, as torchvision publishes them (CIFAR10.train_list / test_list).
+# A pickle is only unpickled when its MD5 is in this table: pickle.load can run arbitrary code.
+CIFAR10_PICKLE_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+STALE_SECONDS = 600  # a staging folder this old belongs to a write that was killed
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -166,18 +194,24 @@ def load_cifar10(
         n: number of images (class-balanced), or ``None`` for the whole split.
         seed: which subset.
         root: data root (see :func:`data_root`).
-        download: let torchvision download into ``root`` when nothing is found.
+        download: when no local layout is found, download the official archive into ``root``
+            (see :mod:`sslbook.download`); ``False`` still unpacks an archive already there.
         classes: keep only these classes, relabelled ``0..len(classes)-1`` (only their images
             are decoded).
 
     Returns:
         An :class:`ImageSet` with ``(n, 3, 32, 32)`` images.
+
+    Raises:
+        DataNotFoundError: no layout found and no download possible; the message lists every
+            place and URL tried, and how to fix it.
+        CorruptImageError: a file is damaged, of the wrong size, or not the official one.
     """
     _check_split(split)
     base = data_root(root)
     png_dir = base / "cifar10" / split
     shard_files = sorted((base / SHARD_DIR).glob(f"{split}-*.npz"))
-    pickle_dir = base / "cifar-10-batches-py"
+    pickle_dir = base / PICKLE_DIR
     if not png_dir.is_dir() and shard_files:
         images, labels = _read_shards(shard_files)
         result = ImageSet(images, labels, CIFAR10_CLASSES, f"CIFAR-10 {split}")
@@ -194,15 +228,24 @@ def load_cifar10(
         images = _decode_pngs([files[i] for i in keep.tolist()])
         result = ImageSet(images, labels[keep], CIFAR10_CLASSES, f"CIFAR-10 {split}")
         return result if classes is None else result.select_classes(classes)
-    if not pickle_dir.is_dir() and download:
-        _download("CIFAR-10", base, lambda: _torchvision_cifar(base, split))
     if not pickle_dir.is_dir():
-        raise _not_found("CIFAR-10", base, [png_dir, pickle_dir], download)
+        _fetch_cifar10(base, [png_dir, base / SHARD_DIR, pickle_dir], download)
     images, labels = _cifar_pickles(pickle_dir, split)
     result = ImageSet(images, labels, CIFAR10_CLASSES, f"CIFAR-10 {split}")
     if classes is not None:
         result = result.select_classes(classes)
     return result.stratified(n, seed)
+
+
+def _fetch_cifar10(base: Path, searched: list[Path], download: bool) -> None:
+    """Unpack the official archive found in ``base``, else downloaded into it."""
+    from sslbook import download as dl
+
+    try:
+        dl.download_cifar10(base, network=download)
+    except DataNotFoundError as error:
+        searched = [*searched, base / dl.CIFAR10_ARCHIVE.name]
+        raise _not_found("CIFAR-10", base, searched, download, str(error)) from None
 
 
 def _class_ids(classes: Sequence[str]) -> torch.Tensor:
@@ -222,9 +265,14 @@ def _cifar_png_files(split_dir: Path) -> tuple[list[Path], torch.Tensor]:
                 f"{class_dir} is missing: a CIFAR-10 PNG split needs one folder per class "
                 f"({', '.join(CIFAR10_CLASSES)})."
             )
-        for entry in os.scandir(class_dir):
-            if entry.name.endswith(".png"):
-                entries.append((_official_index(entry.name), label, Path(entry.path)))
+        found = [e for e in os.scandir(class_dir) if e.name.endswith(".png")]
+        if not found:  # else a silent 9-class dataset, with one label never seen
+            raise DataNotFoundError(
+                f"{class_dir} holds no PNG files: the copy of CIFAR-10 in {split_dir.parent} is "
+                f"incomplete. Copy that class's images again, or point {DATA_ENV} at a complete "
+                "copy."
+            )
+        entries += [(_official_index(e.name), label, Path(e.path)) for e in found]
     entries.sort()
     return [e[2] for e in entries], torch.tensor([e[1] for e in entries])
 
@@ -263,18 +311,27 @@ def _decoded_path(files: Sequence[Path]) -> Path | None:
     return cache_dir() / "decoded" / f"images-{len(files)}-{digest.hexdigest()[:16]}.npy"
 
 
-def _decode_files(files: Sequence[Path]) -> torch.Tensor:
+def _decode_files(files: Sequence[Path], size: tuple[int, int] = CIFAR10_SIZE) -> torch.Tensor:
+    """Decode ``files``, each of which must be ``size`` (width, height): one stray image of
+    another size is named here, rather than failing later in ``np.stack`` with no file name."""
     from PIL import Image
 
     def decode(path: Path) -> np.ndarray:
         try:
             with Image.open(path) as image:
-                return np.asarray(image.convert("RGB"))
+                if image.size == size:
+                    return np.asarray(_to_rgb(image))
+                found = image.size
         except (OSError, ValueError) as error:
             raise CorruptImageError(
                 f"{path} is not a readable image ({error}). The copy of the dataset is damaged: "
                 "replace this file (or delete the dataset folder and fetch it again)."
             ) from None
+        raise CorruptImageError(
+            f"{path} is {found[0]}x{found[1]} pixels, but every image of this dataset is "
+            f"{size[0]}x{size[1]}: it does not belong here. Remove it or replace it with the "
+            "original file."
+        )
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         arrays = list(pool.map(decode, files))
@@ -311,21 +368,21 @@ def write_shards(
     Returns:
         The files written, in order.
     """
+    from sslbook.checkpoint import atomic_write
+
     folder = Path(out).expanduser() if out is not None else data_root(root)
     folder = folder / SHARD_DIR
-    folder.mkdir(parents=True, exist_ok=True)
     written = []
     for split in ("train", "test"):
         data = load_cifar10(split, root=root, download=False)
         for k, part in enumerate(np.array_split(np.arange(len(data)), shards)):
-            path = folder / f"{split}-{k}.npz"
-            np.savez_compressed(
-                path,
-                images=data.images[part].numpy(),
-                labels=data.labels[part].numpy().astype(np.uint8),
-                index=part,
-            )
-            written.append(path)
+            arrays = {
+                "images": data.images[part].numpy(),
+                "labels": data.labels[part].numpy().astype(np.uint8),
+                "index": part,
+            }  # a killed write leaves the old shard, never a truncated one
+            write = functools.partial(np.savez_compressed, **arrays)
+            written.append(atomic_write(folder / f"{split}-{k}.npz", write))
     return written
 
 
@@ -333,22 +390,45 @@ def _cifar_pickles(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     images, labels = [], []
     for name in names:
+        batch = _load_batch(folder / name)
         try:
-            with open(folder / name, "rb") as f:
-                batch = pickle.load(f, encoding="latin1")
-        except (OSError, pickle.UnpicklingError, EOFError) as error:
+            images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.extend(batch["labels"])
+        except (KeyError, TypeError, ValueError) as error:
             raise CorruptImageError(
-                f"{folder / name} cannot be read ({error}); delete {folder} and download again."
+                f"{folder / name} is not a CIFAR-10 batch ({error!r}); delete {folder} and load "
+                "again to download a fresh copy."
             ) from None
-        images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.extend(batch["labels"])
     return torch.from_numpy(np.concatenate(images)), torch.tensor(labels)
 
 
-def _torchvision_cifar(base: Path, split: str) -> None:
-    from torchvision.datasets import CIFAR10
+def _load_batch(path: Path) -> dict:
+    """Unpickle one official batch file, only once its MD5 is the published one.
 
-    CIFAR10(str(base), train=split == "train", download=True)
+    ``pickle.load`` can run any code a file asks it to, so a damaged or crafted file in the data
+    folder must never reach it. The bytes are hashed and unpickled from one read, so the file
+    cannot be swapped in between. (MD5 is weak against two files made to collide, but not
+    against a file made to match one fixed, published MD5.)
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise CorruptImageError(
+            f"{path} cannot be read ({error}); delete {path.parent} and load again to download "
+            "a fresh copy."
+        ) from None
+    digest, expected = hashlib.md5(data, usedforsecurity=False).hexdigest(), CIFAR10_PICKLE_MD5
+    if expected.get(path.name) != digest:
+        raise CorruptImageError(
+            f"{path} is not the official CIFAR-10 file (MD5 {digest}, expected "
+            f"{expected.get(path.name, 'no such file in the official set')}). It was not opened, "
+            f"because a pickle can run code: delete {path.parent} and load again to download a "
+            "fresh copy."
+        )
+    try:
+        return pickle.loads(data, encoding="latin1")
+    except (pickle.UnpicklingError, EOFError) as error:
+        raise CorruptImageError(f"{path} cannot be unpickled ({error}).") from None
 
 
 # --------------------------------------------------------------------------- MNIST
@@ -361,16 +441,18 @@ def load_mnist(
     root: str | os.PathLike | None = None,
     download: bool = True,
 ) -> ImageSet:
-    """MNIST as a ``(n, 1, 28, 28)`` uint8 :class:`ImageSet` (torchvision's ``MNIST/raw``)."""
+    """MNIST as a ``(n, 1, 28, 28)`` uint8 :class:`ImageSet` (torchvision's ``MNIST/raw``).
+
+    The uncompressed files are read; missing ones are decompressed from the ``.gz`` files in the
+    same folder, or downloaded when ``download`` (see :mod:`sslbook.download`).
+    """
     _check_split(split)
     base = data_root(root)
     raw = base / "MNIST" / "raw"
     prefix = "train" if split == "train" else "t10k"
     needed = [raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"]
-    if not all(p.exists() for p in needed) and download:
-        _download("MNIST", base, lambda: _torchvision_mnist(base, split))
     if not all(p.exists() for p in needed):
-        raise _not_found("MNIST", base, [raw], download)
+        _fetch_mnist(base, split, raw, download)
     images = _read_idx(needed[0]).unsqueeze(1)  # (N, 1, 28, 28)
     labels = _read_idx(needed[1]).long()
     return ImageSet(images, labels, MNIST_CLASSES, f"MNIST {split}").stratified(n, seed)
@@ -389,10 +471,14 @@ def _read_idx(path: Path) -> torch.Tensor:
     return torch.from_numpy(body.reshape(shape).copy())
 
 
-def _torchvision_mnist(base: Path, split: str) -> None:
-    from torchvision.datasets import MNIST
+def _fetch_mnist(base: Path, split: str, raw: Path, download: bool) -> None:
+    """Decompress the ``.gz`` files found in ``raw``, else downloaded into it."""
+    from sslbook import download as dl
 
-    MNIST(str(base), train=split == "train", download=True)
+    try:
+        dl.download_mnist(base, split, network=download)
+    except DataNotFoundError as error:
+        raise _not_found("MNIST", base, [raw], download, str(error)) from None
 
 
 # --------------------------------------------------------------------------- your own images
@@ -403,10 +489,16 @@ def load_image_folder(
 ) -> ImageSet:
     """Your own photos as an :class:`ImageSet`, centre-cropped to squares of ``size`` pixels.
 
-    Sub-folders become classes (as in ``torchvision.datasets.ImageFolder``); images directly in
-    ``folder`` are unlabelled (label ``-1``). Every file is fully decoded here, once, so a damaged
-    one (unreadable, or a PNG or JPEG cut short) is found before training rather than mid-epoch;
-    such files are skipped with one warning that lists them, so one bad photo never stops a run.
+    Each sub-folder of ``folder`` is a class (as in ``torchvision.datasets.ImageFolder``), with
+    every image anywhere below it: ``cats/2019/a.jpg`` is a cat, so ``cats/2019`` and
+    ``dogs/2019`` stay two classes. Images directly in ``folder`` are unlabelled (label ``-1``).
+    Sub-folders that are symbolic links (photos kept elsewhere) are followed, a link back to a
+    folder above only once. Photos are turned upright by their EXIF orientation, as a viewer
+    shows them, and 16-bit images are scaled to 8 bits rather than clipped to white.
+
+    Every file is fully decoded here, once, so a damaged one (unreadable, or a PNG or JPEG cut
+    short) is found before training rather than mid-epoch; such files are skipped with one
+    warning that lists them, so one bad photo never stops a run.
 
     Args:
         folder: the folder of images (searched recursively).
@@ -424,16 +516,15 @@ def load_image_folder(
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise DataNotFoundError(f"{folder} is not a directory; pass the folder of your images.")
-    files = sorted(
-        p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-    )
+    files = _image_files(folder)
     if not files:
         raise DataNotFoundError(
             f"{folder} holds no images (looked for {', '.join(IMAGE_SUFFIXES)} in it and its "
             "sub-folders). Copy your photos into it, one sub-folder per class if you want to "
             "probe the features, or pass the folder that holds them."
         )
-    classes = tuple(sorted({p.parent.name for p in files if p.parent != folder}))
+    class_of = {path: _class_of(path, folder) for path in files}
+    classes = tuple(sorted({c for c in class_of.values() if c is not None}))
     images, labels, skipped = [], [], []
     for path in files:
         pixels = _decode_photo(path, size)
@@ -441,7 +532,7 @@ def load_image_folder(
             skipped.append(path)
             continue
         images.append(pixels)
-        labels.append(classes.index(path.parent.name) if path.parent != folder else -1)
+        labels.append(-1 if class_of[path] is None else classes.index(class_of[path]))
     if skipped:
         listed = "\n  ".join(str(p) for p in skipped)
         warnings.warn(f"skipped {len(skipped)} unreadable image(s):\n  {listed}", stacklevel=2)
@@ -461,8 +552,35 @@ def load_image_folder(
     return result.stratified(n, seed)
 
 
+def _image_files(folder: Path) -> list[Path]:
+    """Every image file below ``folder``, sorted, following symlinked folders.
+
+    ``Path.rglob`` does not enter a linked folder, and a class folder is often a link to photos
+    kept elsewhere. A folder that is its own ancestor (a link back up) is entered only once, so
+    the walk ends; two links to the same folder are both followed.
+    """
+    files, ancestors = [], {str(folder): frozenset()}
+    for top, subfolders, names in os.walk(folder, followlinks=True):
+        stat = os.stat(top)
+        here, above = (stat.st_dev, stat.st_ino), ancestors.pop(top)
+        if here in above:
+            subfolders.clear()
+            continue
+        ancestors.update({os.path.join(top, d): above | {here} for d in subfolders})
+        files += [Path(top, n) for n in names if os.path.splitext(n)[1].lower() in IMAGE_SUFFIXES]
+    return sorted(p for p in files if p.is_file())
+
+
+def _class_of(path: Path, folder: Path) -> str | None:
+    """The class of an image: the sub-folder of ``folder`` it is in, however deep (``None``:
+    directly in ``folder``)."""
+    parts = path.relative_to(folder).parts
+    return parts[0] if len(parts) > 1 else None
+
+
 def _decode_photo(path: Path, size: int) -> np.ndarray | None:
-    """``(size, size, 3)`` uint8 pixels of one file, or ``None`` when it cannot be decoded.
+    """``(size, size, 3)`` uint8 pixels of one file, upright, or ``None`` when it cannot be
+    decoded.
 
     ``Image.open`` reads only the header; ``convert`` decodes every pixel, so a truncated file
     fails here (Pillow raises ``OSError``) and not later.
@@ -471,9 +589,32 @@ def _decode_photo(path: Path, size: int) -> np.ndarray | None:
 
     try:
         with Image.open(path) as image:
-            return _square_resize(image.convert("RGB"), size)
+            return _square_resize(_to_rgb(_upright(image)), size)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError):
         return None
+
+
+def _upright(image):
+    """The image as a viewer shows it: a phone stores a portrait photo sideways, with an EXIF
+    tag that says how to turn it. Damaged EXIF leaves the photo as stored, not skipped."""
+    from PIL import ImageOps
+
+    try:
+        return ImageOps.exif_transpose(image)
+    except (OSError, ValueError, SyntaxError, KeyError, TypeError):
+        return image
+
+
+def _to_rgb(image):
+    """8-bit RGB of an image in any mode. Pillow's ``convert`` clips 16-bit grey values
+    (``I;16``, ``I``: 0..65535) at 255, which turns nearly every pixel white; they are scaled
+    to 0..255 first."""
+    from PIL import Image
+
+    if image.mode.startswith("I"):
+        wide = np.asarray(image).astype(np.float64)
+        image = Image.fromarray(np.clip(np.rint(wide / 257), 0, 255).astype(np.uint8))
+    return image.convert("RGB")
 
 
 def _square_resize(image, size: int) -> np.ndarray:
@@ -542,7 +683,9 @@ def make_demo_folder(
     and a text file named ``.jpg``) that :func:`load_image_folder` skips with its warning.
 
     A folder written earlier by this function is replaced; any other non-empty folder is refused,
-    so your own files are never deleted.
+    so your own files are never deleted. The new folder is written beside ``path`` and swapped in
+    whole (see :func:`swap_in_folder`), so another run reading ``path`` meanwhile sees the old
+    folder or the new one, never a half-written one.
 
     Args:
         path: the folder to write.
@@ -556,19 +699,31 @@ def make_demo_folder(
         ``path``, holding ``n_per_class * len(classes) + corrupt`` files.
 
     Raises:
-        FileExistsError: ``path`` is a non-empty folder this function did not write.
+        FileExistsError: ``path`` is a file, or a non-empty folder this function did not write.
     """
-    import shutil
-
-    from PIL import Image
-
     path = Path(path).expanduser()
-    if path.is_dir() and any(path.iterdir()):
-        if not (path / DEMO_MARKER).exists():
-            raise FileExistsError(f"{path} is not empty; pick a new folder for the demo images.")
-        shutil.rmtree(path)
+    _check_replaceable(path)
     photos = load_cifar10("test", n=n_per_class * len(classes), seed=seed, root=root,
                           classes=classes)  # fmt: skip
+    staging = staging_folder(path)
+    try:
+        _write_demo(staging, photos, corrupt)
+        swap_in_folder(staging, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already, unless the write failed
+    return path
+
+
+def _check_replaceable(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path} is a file; pick a new folder for the demo images.")
+    if path.is_dir() and any(path.iterdir()) and not (path / DEMO_MARKER).exists():
+        raise FileExistsError(f"{path} is not empty; pick a new folder for the demo images.")
+
+
+def _write_demo(path: Path, photos: ImageSet, corrupt: int) -> None:
+    from PIL import Image
+
     for name in photos.classes:
         (path / name).mkdir(parents=True, exist_ok=True)
     (path / DEMO_MARKER).write_text("written by sslbook.data.make_demo_folder\n")
@@ -576,13 +731,12 @@ def make_demo_folder(
     for i, (array, label) in enumerate(zip(pixels, photos.labels.tolist(), strict=True)):
         Image.fromarray(array).save(path / photos.classes[label] / f"{i:05d}.png")
     for i in range(corrupt):
-        folder = path / photos.classes[i % len(classes)]
+        folder = path / photos.classes[i % len(photos.classes)]
         if i % 2 == 0:
             whole = min(folder.glob("[0-9]*.png")).read_bytes()
             (folder / f"broken-{i}.png").write_bytes(whole[: len(whole) // 2])
         else:
             (folder / f"broken-{i}.jpg").write_text("this is not a photo")
-    return path
 
 
 # --------------------------------------------------------------------------- helpers
@@ -593,21 +747,66 @@ def _check_split(split: str) -> None:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
 
 
-def _download(dataset: str, base: Path, fetch) -> None:
-    """Try torchvision's download; stay quiet on failure (the caller raises a clear error)."""
-    try:
-        base.mkdir(parents=True, exist_ok=True)
-        fetch()
-    except Exception as error:  # no internet, proxy, disk full: all end in the same advice
-        warnings.warn(f"downloading {dataset} into {base} failed: {error}", stacklevel=3)
-
-
-def _not_found(dataset: str, base: Path, searched: list[Path], download: bool) -> Exception:
+def _not_found(
+    dataset: str, base: Path, searched: list[Path], download: bool, report: str
+) -> DataNotFoundError:
+    """One error for a dataset found nowhere: every place looked in, then the download's own
+    report (each URL tried and why it failed) and how to fix it."""
     looked = "\n  ".join(str(p) for p in searched)
-    how = "the download failed (are you offline?)" if download else "download=False"
+    how = "" if download else " (download=False, so nothing was downloaded)"
     return DataNotFoundError(
-        f"{dataset} was not found under {base}; looked in:\n  {looked}\nand {how}.\n"
-        f"Fix: set the environment variable {DATA_ENV} to a folder that holds the dataset "
-        f"(e.g. export {DATA_ENV}=/path/to/data), pass root=..., or run once with internet "
-        "access so torchvision can download it."
+        f"{dataset} was not found under {base}{how}; looked in:\n  {looked}\n{report}"
     )
+
+
+def staging_folder(target: Path) -> Path:
+    """A new, empty folder beside ``target`` to build its next version in, for
+    :func:`swap_in_folder`; leftovers of killed writes of ``target`` are removed first."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for leftover in target.parent.glob(f".{target.name}.*.building"):
+        try:
+            if now - leftover.stat().st_mtime > STALE_SECONDS:  # younger: a write running now
+                shutil.rmtree(leftover)
+        except FileNotFoundError:  # another process cleaned it up first
+            continue
+    return Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".building"))
+
+
+def swap_in_folder(new: Path, target: Path) -> None:
+    """Put folder ``new`` at ``target`` and delete the folder it replaces.
+
+    On Linux the two names are exchanged in one step (``renameat2`` with ``RENAME_EXCHANGE``):
+    a reader sees the whole old folder or the whole new one. Elsewhere (or on a file system
+    without exchange) the old folder is renamed aside first, which leaves ``target`` missing
+    for the instant between two renames, but never half-written.
+    """
+    if _exchange(new, target):
+        shutil.rmtree(new)  # now the old folder
+        return
+    aside = None
+    if target.exists():
+        aside = new.with_name(new.name.removesuffix(".building") + ".old.building")
+        os.rename(target, aside)
+    try:
+        os.rename(new, target)
+    except OSError:
+        if aside is not None:
+            os.rename(aside, target)  # put the old folder back
+        raise
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the paths ``a`` and ``b`` atomically; ``False`` where this cannot be done."""
+    if not sys.platform.startswith("linux") or not b.exists():
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # a C library without renameat2
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                          ctypes.c_uint]  # fmt: skip
+    at_cwd, exchange = -100, 2  # AT_FDCWD, RENAME_EXCHANGE
+    return renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), exchange) == 0
