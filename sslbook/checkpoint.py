@@ -89,19 +89,28 @@ def load_checkpoint(path: str | os.PathLike, expect: dict | None = None) -> dict
             f"{path} is not a readable checkpoint ({type(error).__name__}: {str(error)[:200]}). "
             "It may be truncated or corrupt: delete it and the notebook will train from scratch."
         ) from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
+    if not isinstance(state, dict) or not _equal(state.get("format"), FORMAT_VERSION):
         raise CheckpointError(
             f"{path} is not a sslbook checkpoint (format {FORMAT_VERSION}); delete it or pass "
             "another path."
         )
     for key, wanted in (expect or {}).items():
-        if state.get(key) != wanted:
+        if not _equal(state.get(key), wanted):
             raise CheckpointError(
                 f"{path} was written for a different {key.replace('_', ' ')}:\n"
                 f"  checkpoint: {state.get(key)}\n  this run:   {wanted}\n"
                 "Delete the file to train again, or point checkpoint= at another path."
             )
     return state
+
+
+def _equal(found, wanted) -> bool:
+    """``found == wanted``, where ``found`` comes from a file that may be damaged: a tensor where
+    a number was expected has no truth value, and comparing must say "different", not raise."""
+    try:
+        return bool(found == wanted)
+    except Exception:
+        return False
 
 
 def cache_path(kind: str, name: str, key: str, suffix: str = ".pt") -> Path:

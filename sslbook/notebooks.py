@@ -10,6 +10,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]  # passed on to the kernel's command line
+
 
 class UnknownParameterError(ValueError):
     """A parameter that the notebook's ``parameters`` cell does not define."""
@@ -43,7 +45,9 @@ def run_notebook(
     """Execute a notebook with papermill after checking its parameters; returns the output path.
 
     The notebook runs in its own folder, like the book build runs it. ``output`` defaults to
-    ``<name>.out.ipynb`` in the results folder.
+    ``<name>.out.ipynb`` in the results folder. The kernel logs only errors: its start-up notes
+    (e.g. ipykernel's warning that the local connection is not encrypted) would otherwise be the
+    first lines a reader sees, above a failing cell's own message.
     """
     import papermill
 
@@ -57,5 +61,6 @@ def run_notebook(
     papermill.execute_notebook(
         str(path), str(output), parameters=parameters, cwd=str(path.parent),
         kernel_name="python3", execution_timeout=timeout, progress_bar=False,
+        extra_arguments=KERNEL_ARGUMENTS,
     )  # fmt: skip
     return output

@@ -72,8 +72,22 @@ def keep_freed_memory() -> bool:
     return bool(keep_large_blocks and never_trim)
 
 
+def _whole_number(name: str, value) -> int:
+    """``value`` as an ``int``, or a ValueError naming the setting (a string from the command
+    line, a float, or a bool would otherwise fail later, far from where it was given)."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    return int(value)
+
+
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and PyTorch (all devices)."""
+    """Seed Python, NumPy and PyTorch (all devices).
+
+    Raises:
+        ValueError: ``seed`` is not a whole number. A notebook seeds first, so ``-p seed=abc`` on
+            the command line would otherwise fail inside NumPy with a string-formatting error.
+    """
+    seed = _whole_number("seed", seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 (seeds libraries that use the global state)
     torch.manual_seed(seed)
@@ -141,9 +155,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "seed"):
-            value = getattr(self, name)
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-                raise ValueError(f"{name} must be a whole number, got {value!r}")
+            _whole_number(name, getattr(self, name))
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(
                 f"epochs and batch_size must be at least 1, got epochs={self.epochs}, "
@@ -457,7 +469,7 @@ def check_finite(run: Run, epoch: int) -> None:
                 raise TrainingDivergedError(
                     f"{run.task.name}: after epoch {epoch + 1} the {owner}'s {name} holds NaN or "
                     f"infinite values, although the loss stayed finite. Lower the learning rate "
-                    f"(now {run.config.lr}); nothing of this run was saved."
+                    f"(now {run.config.lr}); these weights were not saved."
                 )
 
 
@@ -480,7 +492,11 @@ def resume(run: Run, checkpoint: str | os.PathLike | None, progress: bool) -> in
         if "task_state" in state:
             run.task.load_state_dict(state["task_state"])
         epoch = int(state["epoch"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        if not 0 <= epoch <= run.config.epochs:
+            raise ValueError(f"epoch {epoch} is not between 0 and {run.config.epochs}")
+    except (KeyError, IndexError, AttributeError, TypeError, ValueError, RuntimeError) as error:
+        # a damaged file whose pieces are the wrong type or shape: load_state_dict and History
+        # fail in any of these ways (AttributeError: an optimiser state that is not a dict)
         from sslbook.checkpoint import CheckpointError
 
         raise CheckpointError(
