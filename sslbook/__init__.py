@@ -12,7 +12,8 @@ from the bottom up:
 - training: :mod:`~sslbook.train` (the one loop), :mod:`~sslbook.config` (profiles),
   :mod:`~sslbook.recipes` and :mod:`~sslbook.pretext` (every technique, with its recipe);
 - measuring and showing: :mod:`~sslbook.evaluate` (the probes), :mod:`~sslbook.compare` (every
-  technique on one budget), :mod:`~sslbook.results`, :mod:`~sslbook.plot`.
+  technique on one budget), :mod:`~sslbook.results`, :mod:`~sslbook.plot`,
+  :mod:`~sslbook.widgets` (interactive figures that work without a kernel, on the static book).
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -25,6 +26,7 @@ except PackageNotFoundError:  # running from a source tree that was not pip-inst
 from sslbook import (
     adversarial,
     checkpoint,
+    colab,
     compare,
     config,
     data,
@@ -43,6 +45,7 @@ from sslbook import (
     results,
     transforms,
     video,
+    widgets,
 )  # fmt: skip
 from sslbook.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from sslbook.config import PROFILES, Profile, get_profile
@@ -54,9 +57,9 @@ from sslbook.train import History, TrainConfig, seed_everything, train
 
 __all__ = [
     "PROFILES", "CheckpointError", "History", "ImageSet", "PretextModel", "Profile", "Recipe",
-    "TrainConfig", "__version__", "adversarial", "build_backbone", "checkpoint", "compare",
+    "TrainConfig", "__version__", "adversarial", "build_backbone", "checkpoint", "colab", "compare",
     "config", "data", "decoders", "device", "evaluate", "fingerprint", "get_profile",
     "inference", "load_checkpoint", "load_cifar10", "load_image_folder", "load_mnist", "metrics",
     "models", "patches", "pick_device", "plot", "pretext", "recipes", "render", "results",
-    "save_checkpoint", "seed_everything", "train", "transforms", "video",
+    "save_checkpoint", "seed_everything", "train", "transforms", "video", "widgets",
 ]  # fmt: skip
