@@ -115,7 +115,7 @@ def _measure(technique, profile, n_images, device, precision) -> dict:
     keep_freed_memory()  # as sb.train does, from the warm-up step on
     sb.seed_everything(SEED)
     train_set = sb.load_cifar10("train", n=n_images, seed=SEED)
-    plan = sb.compare.recipe(technique, profile, train_set, seed=SEED, epochs=1)
+    plan = sb.compare.recipe(technique, profile, seed=SEED, epochs=1, data=train_set)
     plan.config = replace(plan.config, precision=precision)
     rss_before = peak_rss_bytes()
     flops_per_image = warm_up_and_count(plan, device)

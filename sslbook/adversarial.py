@@ -51,11 +51,15 @@ class Discriminator(nn.Module):
 
 
 def build_discriminator(
-    width: int = 16, depth: int = 2, in_channels: int = 3, seed: int | None = None
+    width: int = 16,
+    depth: int = 2,
+    in_channels: int = 3,
+    seed: int | None = None,
+    stem_stride: int = 1,
 ) -> Discriminator:
     """A :class:`Discriminator` on a fresh shared backbone (same seed, same initial weights as
     every other network of the chapter); with ``seed`` its real/fake head is seeded too."""
-    backbone = build_backbone(width, depth, in_channels, seed=seed)
+    backbone = build_backbone(width, depth, in_channels, seed=seed, stem_stride=stem_stride)
     if seed is None:
         return Discriminator(backbone)
     with torch.random.fork_rng(devices=[]):
@@ -101,32 +105,38 @@ def feature_matching_loss(
     return torch.stack(losses).mean()
 
 
-def vgg_weights_cached() -> bool:
-    """Whether torchvision's VGG16 ImageNet weights are already on disk (nothing is downloaded)."""
-    from torchvision.models import VGG16_Weights
+VGG_LAYER = 36  # torchvision's vgg19.features[:36] ends with relu5_4: SRGAN's phi_5,4
+VGG_RESCALE = 1 / 12.75  # SRGAN rescales the VGG feature maps by this factor
 
-    name = VGG16_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+
+def vgg_weights_cached() -> bool:
+    """Whether torchvision's VGG19 ImageNet weights are already on disk (nothing is downloaded)."""
+    from torchvision.models import VGG19_Weights
+
+    name = VGG19_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
     return (Path(torch.hub.get_dir()) / "checkpoints" / name).exists()
 
 
-def vgg_content_loss(layer: int = 9) -> ContentLoss:
-    """SRGAN's perceptual loss: squared distance of ImageNet-trained VGG16 features.
+def vgg_content_loss() -> ContentLoss:
+    """SRGAN's perceptual loss ("VGG54"): the squared distance between the ImageNet-trained
+    VGG19's feature maps after its 4th convolution of the 5th block, both rescaled by 1/12.75
+    (Ledig et al. 2017, eq. 5).
 
-    Needs the torchvision weights (downloaded once, ~530 MB). The default path of the book does
-    not: it uses :func:`feature_matching_loss`.
+    Needs the torchvision weights (downloaded once, ~550 MB); the book's default, the SRGAN-MSE
+    variant, does not.
 
     Raises:
         RuntimeError: the weights cannot be loaded (offline, no cache), with what to do instead.
     """
-    from torchvision.models import VGG16_Weights, vgg16
+    from torchvision.models import VGG19_Weights, vgg19
 
     try:
-        features = vgg16(weights=VGG16_Weights.IMAGENET1K_V1).features[:layer].eval()
+        features = vgg19(weights=VGG19_Weights.IMAGENET1K_V1).features[:VGG_LAYER].eval()
     except Exception as error:  # any download or cache failure means the same to the reader
         raise RuntimeError(
-            "VGG16 ImageNet weights could not be loaded (no internet and no cached copy: "
-            f"{type(error).__name__}: {error}). Use the default content loss, "
-            'content="discriminator" (feature matching), which needs no download.'
+            "VGG19 ImageNet weights could not be loaded (no internet and no cached copy: "
+            f'{type(error).__name__}: {error}). Use the default content loss, content="mse" '
+            '(the paper\'s SRGAN-MSE), or content="features", which need no download.'
         ) from error
     features.requires_grad_(False)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -136,8 +146,8 @@ def vgg_content_loss(layer: int = 9) -> ContentLoss:
         net = features.to(fake.device)
         m, s = mean.to(fake.device), std.to(fake.device)
         with torch.no_grad():
-            target = net((real - m) / s)
-        return F.mse_loss(net((fake - m) / s), target)
+            target = net((real - m) / s) * VGG_RESCALE
+        return F.mse_loss(net((fake.float() - m) / s) * VGG_RESCALE, target)
 
     return loss
 
@@ -194,7 +204,7 @@ class Adversary(nn.Module):
             "discriminator": self.discriminator.config(),
             "weight": self.weight,
             "content_weight": self.content_weight,
-            "content": "feature matching" if self.content is None else "custom",
+            "content": "feature matching" if self.content is None else self.content.__name__,
             "lr": self.lr,
         }
 

@@ -48,22 +48,28 @@ TSNE_POINTS = 500
 
 
 def default_epochs(profile: Profile) -> int:
-    """The comparison's budget: half the profile's epochs (5 passes over the images in the
-    ``cpu`` profile), so that nine techniques times two seeds fit in a book build."""
-    return max(1, profile.epochs // 2)
+    """The comparison's budget: the profile's epochs, the budget every chapter's recipe trains
+    by default. A chapter's seed-0 run is then the comparison's seed-0 run, loaded, not
+    retrained."""
+    return profile.epochs
 
 
 def recipe(
-    name: str, profile: Profile, train_set: ImageSet, seed: int = 0, epochs: int | None = None
+    name: str,
+    profile: Profile,
+    seed: int = 0,
+    epochs: int | None = None,
+    data: ImageSet | None = None,
 ) -> Recipe:
     """Technique ``name``'s own recipe (its chapter's headline setting), trained for ``epochs``
-    (default: :func:`default_epochs`) on ``train_set``.
+    (default: :func:`default_epochs`) on ``data`` (default: the profile's unlabelled
+    pretraining images, as in the chapters).
 
     Raises:
         ValueError: an unknown technique, naming the known ones.
     """
     epochs = default_epochs(profile) if epochs is None else epochs
-    return technique(name).recipe(profile, seed, data=train_set, epochs=epochs)
+    return technique(name).recipe(profile, seed, data=data, epochs=epochs)
 
 
 @dataclass
@@ -78,19 +84,19 @@ class Pretrained:
 def pretrain(
     name: str,
     profile: Profile,
-    train_set: ImageSet,
     seed: int = 0,
     epochs: int | None = None,
+    data: ImageSet | None = None,
     checkpoint: bool = True,
     progress: bool = True,
 ) -> Pretrained:
-    """Train technique ``name``'s recipe on ``train_set`` (any :class:`ImageSet`: CIFAR-10 or
-    your own photos) and return its backbone.
+    """Train technique ``name``'s recipe on ``data`` (any :class:`ImageSet`: CIFAR-10 or your
+    own photos; default: the profile's pretraining images) and return its backbone.
 
     With ``checkpoint`` the weights are kept in the cache, keyed by the recipe's fingerprint
     (the images' content among the rest), and an identical later run loads them.
     """
-    plan = recipe(name, profile, train_set, seed, epochs)
+    plan = recipe(name, profile, seed, epochs, data)
     history = plan.train(progress=progress, checkpoint=checkpoint)
     return Pretrained(name, plan.backbone.eval(), history)
 
@@ -196,7 +202,9 @@ def run(
 ) -> list[dict]:
     """Pretrain and measure every technique for every seed; one dict per (method, seed).
 
-    ``baselines`` maps a seed to ``{"random init": backbone, "supervised": backbone}`` (see
+    Each technique pretrains on its recipe's own data (the profile's unlabelled images, as in
+    its chapter) and is probed on the labelled ``train_set`` and ``test_set``. ``baselines``
+    maps a seed to ``{"random init": backbone, "supervised": backbone}`` (see
     :func:`sslbook.evaluate.baseline_backbones`); the baselines are measured like every method.
     A stored result is reused when its key matches: the fingerprint of the method (its recipe,
     or a baseline's weights), the profile, the budget, the seed, the images and the package.
@@ -206,7 +214,7 @@ def run(
     for seed in seeds:
         methods = {**dict.fromkeys(techniques), **(baselines or {}).get(seed, {})}
         for method, backbone in methods.items():
-            plan = recipe(method, profile, train_set, seed, epochs) if backbone is None else None
+            plan = recipe(method, profile, seed, epochs) if backbone is None else None
             identity = plan.fingerprint if plan is not None else weights_digest(backbone)
             key = fingerprint("comparison", method, identity, profile, epochs, seed,
                               data_digest(train_set), data_digest(test_set))  # fmt: skip
@@ -231,7 +239,7 @@ def _measure_method(method, plan, backbone, profile, train_set, test_set, seed, 
         timing = {
             "pretrain_seconds": history.seconds or time.perf_counter() - started,
             "images_per_second": history.images_per_second,
-            "images_seen": epochs * len(train_set),
+            "images_seen": history.images_seen,
         }
     if progress:
         print(f"measuring {method} (seed {seed})", flush=True)

@@ -36,6 +36,8 @@ class Profile:
         n_test: held-out labelled images every evaluation is measured on.
         width: backbone width (channels of its first stage).
         depth: residual blocks per backbone stage.
+        stem_stride: 1 or 2, whether the backbone's stem halves the resolution (see
+            :class:`sslbook.models.ResNet`).
         epochs: pretraining epochs (passes over the ``n_unlabelled`` images).
         supervised_epochs: epochs of the supervised baseline.
         batch_size: images per batch (a pretext task may expand each image into several inputs).
@@ -51,6 +53,7 @@ class Profile:
     n_test: int
     width: int
     depth: int
+    stem_stride: int
     epochs: int
     supervised_epochs: int
     batch_size: int
@@ -64,6 +67,10 @@ class Profile:
         base = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=seed)
         return replace(base, **overrides)
 
+    def backbone_settings(self) -> dict:
+        """The arguments of :func:`sslbook.models.build_backbone` this profile fixes."""
+        return {"width": self.width, "depth": self.depth, "stem_stride": self.stem_stride}
+
     def supervised_config(self, seed: int = 0) -> TrainConfig:
         """Settings of the supervised baseline."""
         return self.train_config(seed, epochs=self.supervised_epochs)
@@ -75,18 +82,18 @@ class Profile:
 
 PROFILES = {
     "smoke": Profile(
-        name="smoke", n_unlabelled=256, n_labelled=256, n_test=200, width=8, depth=1, epochs=1,
-        supervised_epochs=1, batch_size=64, lr=0.05, finetune_epochs=2, finetune_labels=(5, 10),
+        name="smoke", n_unlabelled=256, n_labelled=256, n_test=200, width=8, depth=1,
+        stem_stride=1, epochs=1, supervised_epochs=1, batch_size=64, lr=0.05, finetune_epochs=2, finetune_labels=(5, 10),
         probe_labels=(2, 5, 20),
     ),
     "cpu": Profile(
         name="cpu", n_unlabelled=5000, n_labelled=5000, n_test=2000, width=16, depth=1,
-        epochs=10, supervised_epochs=10, batch_size=128, lr=0.05, finetune_epochs=12,
+        stem_stride=1, epochs=10, supervised_epochs=10, batch_size=128, lr=0.05, finetune_epochs=12,
         finetune_labels=(50, 250, 500), probe_labels=(2, 5, 10, 50, 100, 500),
     ),
     "gpu": Profile(
         name="gpu", n_unlabelled=50000, n_labelled=50000, n_test=10000, width=64, depth=2,
-        epochs=60, supervised_epochs=60, batch_size=256, lr=0.1, finetune_epochs=30,
+        stem_stride=1, epochs=60, supervised_epochs=60, batch_size=256, lr=0.1, finetune_epochs=30,
         finetune_labels=(10, 100, 1000, 5000), probe_labels=(1, 10, 100, 1000, 5000),
     ),
 }  # fmt: skip

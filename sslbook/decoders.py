@@ -9,6 +9,7 @@ back to full resolution with sub-pixel convolutions (``nn.PixelShuffle``), and
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -42,28 +43,41 @@ class ChannelwiseFC(nn.Module):
 
 
 class Decoder(nn.Module):
-    """From the backbone's ``block3`` map (1/4 resolution) back to an image, by two sub-pixel
-    upsamplings (Shi et al. 2016, arXiv 1609.05158): a convolution makes 4x the channels and
-    ``nn.PixelShuffle(2)`` rearranges them into a map twice as wide and high.
+    """From the backbone's ``block3`` map back to an image, by sub-pixel upsamplings (Shi et al.
+    2016, arXiv 1609.05158): a convolution makes 4x the channels and ``nn.PixelShuffle(2)``
+    rearranges them into a map twice as wide and high; one such step per halving of the
+    resolution in the backbone (two for a ``block3`` at 1/4, three at 1/8).
 
     Args:
         in_channels: channels of ``block3`` (the backbone's ``feature_dim``).
         out_channels: image channels.
-        hidden: channels after the first upsampling (halved after the second).
+        hidden: channels after the first upsampling (halved after each further one, to 8 at
+            least).
         spatial: side of the ``block3`` map; with it, a :class:`ChannelwiseFC` bottleneck is used.
+        stride: how much smaller ``block3`` is than the image (the backbone's ``stride``).
 
-    Input ``(B, in_channels, h, w)``; output ``(B, out_channels, 4h, 4w)``, unbounded (the
-    :class:`EncoderDecoder` adds it to its input).
+    Input ``(B, in_channels, h, w)``; output ``(B, out_channels, stride * h, stride * w)``,
+    unbounded (the :class:`EncoderDecoder` adds it to its input).
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int = 3, hidden: int = 32, spatial: int | None = None
+        self,
+        in_channels: int,
+        out_channels: int = 3,
+        hidden: int = 32,
+        spatial: int | None = None,
+        stride: int = 4,
     ) -> None:
         super().__init__()
+        steps = stride.bit_length() - 1
+        if stride < 2 or 2**steps != stride:
+            raise ValueError(f"stride must be a power of two >= 2, got {stride}")
         self.bottleneck = ChannelwiseFC(in_channels, spatial) if spatial else nn.Identity()
-        self.up1 = _upsample(in_channels, hidden)
-        self.up2 = _upsample(hidden, hidden // 2)
-        self.out = nn.Conv2d(hidden // 2, out_channels, 3, 1, 1)
+        channels = [in_channels] + [max(8, hidden // 2**i) for i in range(steps)]
+        self.upsample = nn.Sequential(
+            *(_upsample(a, b) for a, b in itertools.pairwise(channels))
+        )  # (B, C, h, w) -> (B, channels[-1], stride * h, stride * w)
+        self.out = nn.Conv2d(channels[-1], out_channels, 3, 1, 1)
         nn.init.zeros_(self.out.weight)  # start as the identity: output = input
         nn.init.zeros_(self.out.bias)
 
@@ -75,8 +89,7 @@ class Decoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.bottleneck(x)  # (B, C, h, w)
-        x = self.up2(self.up1(x))  # (B, hidden/2, 4h, 4w)
-        return self.out(x)
+        return self.out(self.upsample(x))  # (B, out_channels, stride * h, stride * w)
 
 
 def _upsample(in_channels: int, out_channels: int) -> nn.Module:
@@ -110,5 +123,5 @@ class EncoderDecoder(nn.Module):
         return {"backbone": self.backbone.config(), "decoder": name}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.backbone.feature_maps(x)["block3"]  # (B, 4w, H/4, W/4)
+        features = self.backbone.feature_maps(x)["block3"]  # (B, 4w, H/s, W/s)
         return x + self.decoder(features)  # (B, C, H, W)

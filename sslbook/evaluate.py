@@ -3,7 +3,9 @@
 1. Freeze the backbone, extract features of labelled images once.
 2. **Linear probe**: a logistic-regression classifier on those features. Probed at every block,
    because a pretext task's last layers specialise in the pretext task (RotNet's best CIFAR-10
-   features come from its second block), and the best block is reported.
+   features come from its second block). The block, and the probe's L2 penalty, are chosen on a
+   validation split carved from the labelled *training* images, never on the test images; the
+   test accuracy of that choice is what is reported.
 3. **k-NN**: classify each test image by its nearest training images in feature space; no
    training at all, so it measures the geometry of the features directly.
 4. **Fine-tuning** with few labels: the whole network adapts, starting from the learned weights.
@@ -37,10 +39,12 @@ from sslbook.train import TrainConfig, train
 
 @dataclass
 class ProbeResult:
-    """Test accuracy of a linear probe and the L2 penalty chosen on a validation split."""
+    """A linear probe's test accuracy, the L2 penalty chosen on a validation split of the
+    training features, and the validation accuracy of that choice (``nan`` with one penalty)."""
 
     accuracy: float
     weight_decay: float
+    validation: float = float("nan")
 
 
 def linear_probe(
@@ -60,6 +64,7 @@ def linear_probe(
     mean, std = train_features.mean(0), train_features.std(0) + 1e-6
     xtr, xte = (train_features - mean) / std, (test_features - mean) / std
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    best, validation = weight_decays[0], float("nan")
     if len(weight_decays) > 1:
         val = torch.zeros(len(xtr), dtype=torch.bool)
         val[stratified_indices(train_labels, max(num_classes, len(xtr) // 5), seed)] = True
@@ -68,11 +73,10 @@ def linear_probe(
                       xtr[val], train_labels[val])
             for wd in weight_decays
         ]  # fmt: skip
-        best = weight_decays[max(range(len(scores)), key=scores.__getitem__)]
-    else:
-        best = weight_decays[0]
+        choice = max(range(len(scores)), key=scores.__getitem__)
+        best, validation = weight_decays[choice], scores[choice]
     model = _fit_logistic(xtr, train_labels, num_classes, best)
-    return ProbeResult(_accuracy(model, xte, test_labels), best)
+    return ProbeResult(_accuracy(model, xte, test_labels), best, validation)
 
 
 def _fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float):
@@ -130,15 +134,24 @@ def knn_accuracy(
 
 @dataclass
 class Evaluation:
-    """Linear-probe and k-NN accuracy of one backbone, per block and at the best block."""
+    """Linear-probe and k-NN accuracy of one backbone, per block and at the chosen block.
+
+    Attributes:
+        linear: test accuracy of the linear probe at every block.
+        knn: test accuracy of k-NN at every block.
+        validation: the linear probe's accuracy on the validation split of the labelled
+            training images, at every block: what chooses the block.
+    """
 
     linear: dict[str, float]
     knn: dict[str, float]
+    validation: dict[str, float]
 
     @property
     def best_block(self) -> str:
-        """The block whose linear probe scores highest."""
-        return max(self.linear, key=self.linear.get)
+        """The block whose linear probe scores highest on the validation split (the test
+        images play no part in the choice)."""
+        return max(self.validation, key=self.validation.get)
 
     @property
     def linear_probe(self) -> float:
@@ -155,6 +168,7 @@ class Evaluation:
             "best_block": self.best_block,
             "linear_probe_per_block": dict(self.linear),
             "knn_per_block": dict(self.knn),
+            "validation_per_block": dict(self.validation),
         }
 
 
@@ -178,13 +192,15 @@ def evaluate_backbone(
             warnings.warn(f"{path} is damaged ({error}); measuring again", stacklevel=2)
     train_features = extract_features(backbone, train_set)
     test_features = extract_features(backbone, test_set)
-    linear, knn = {}, {}
+    linear, knn, validation = {}, {}, {}
     for block in train_features:
         args = (train_features[block], train_set.labels, test_features[block], test_set.labels)
-        linear[block] = linear_probe(*args, seed=seed).accuracy
+        probe = linear_probe(*args, seed=seed)
+        linear[block], validation[block] = probe.accuracy, probe.validation
         knn[block] = knn_accuracy(*args)
-    write_json(path, {"linear": linear, "knn": knn})  # atomic: a half-written file is never read
-    return Evaluation(linear, knn)
+    evaluation = Evaluation(linear, knn, validation)
+    write_json(path, vars(evaluation))  # atomic: a half-written file is never read
+    return evaluation
 
 
 def label_efficiency(
@@ -305,12 +321,13 @@ def compare_backbones(
 
 
 def report(evaluations: dict[str, Evaluation]) -> None:
-    """Print each backbone's best linear probe, k-NN and per-block probe accuracy."""
+    """Print each backbone's linear probe and k-NN at its chosen block, and the linear probe's
+    test accuracy at every block."""
     for name, e in evaluations.items():
         blocks = "  ".join(f"{b} {acc:.1%}" for b, acc in e.linear.items())
         print(
-            f"{name:12s} linear probe {e.linear_probe:.1%} (best: {e.best_block}), "
-            f"k-NN {e.knn_accuracy:.1%}   | linear probe per block: {blocks}"
+            f"{name:12s} linear probe {e.linear_probe:.1%} ({e.best_block}, chosen on "
+            f"validation), k-NN {e.knn_accuracy:.1%}   | test accuracy per block: {blocks}"
         )
 
 

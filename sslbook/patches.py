@@ -205,3 +205,32 @@ def channel_jitter(
     """Random per-channel shifts of up to ``amount`` pixels, ``(batch, tiles, channels, 2)``:
     CFN's colour jitter, which blurs the colour fringes that chromatic aberration leaves."""
     return torch.randint(-amount, amount + 1, (batch, tiles, channels, 2), generator=generator)
+
+
+PIXELATED_PIXELS = 100  # Doersch et al. shrink some patches "to as little as 100 total pixels"
+
+
+def pixelate(
+    tiles: torch.Tensor, generator: torch.Generator | None = None, probability: float = 0.0
+) -> torch.Tensor:
+    """Shrink each tile, with ``probability``, to about :data:`PIXELATED_PIXELS` pixels and blow
+    it up again (Doersch et al. 2015's defence: a network that cannot rely on fine detail, and
+    on the colour fringes it carries, must use coarser structure).
+
+    Args:
+        tiles: ``(B, K, C, t, t)``.
+        generator: source of randomness (not drawn from when ``probability`` is 0).
+        probability: share of tiles pixelated.
+
+    Returns:
+        ``(B, K, C, t, t)`` tiles.
+    """
+    if probability <= 0:
+        return tiles
+    b, k, c, t, _ = tiles.shape
+    side = max(2, min(t, round(PIXELATED_PIXELS**0.5)))
+    flat = tiles.reshape(b * k, c, t, t)
+    small = F.interpolate(flat, size=(side, side), mode="area")
+    coarse = F.interpolate(small, size=(t, t), mode="bilinear", align_corners=False)
+    pick = torch.rand(b, k, generator=generator).to(tiles.device) < probability  # (B, K)
+    return torch.where(pick[..., None, None, None], coarse.view_as(tiles), tiles)

@@ -33,7 +33,8 @@ from sslbook.data import ImageSet, load_cifar10
 from sslbook.fingerprint import data_digest, fingerprint, weights_digest
 from sslbook.models import PretextModel, build_backbone
 from sslbook.pretext.base import Adversary, SupervisedTask, Task
-from sslbook.train import History, TrainConfig, train
+from sslbook.train import Augment, History, TrainConfig, train
+from sslbook.transforms import random_crop_flip
 
 TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name != "seed")
 
@@ -50,6 +51,8 @@ class Recipe:
         data: the unlabelled training set (frame order: videos made from it).
         adversary: the discriminator of a GAN chapter, else ``None``.
         settings: the technique's own settings (its ``Settings`` dataclass), as used.
+        augment: the batched augmentation the loop applies before the task sees the images
+            (default: random crops and flips; ``None`` for a task that makes its own views).
     """
 
     technique: str
@@ -59,6 +62,7 @@ class Recipe:
     data: ImageSet
     adversary: Adversary | None = None
     settings: Any = None
+    augment: Augment | None = random_crop_flip
     _initial_weights: str = field(default="", init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -78,9 +82,10 @@ class Recipe:
         settings = dataclasses.asdict(self.settings) if self.settings is not None else None
         adversary = self.adversary.config() if self.adversary is not None else None
         model_config = self.model.config() if hasattr(self.model, "config") else None
+        augment = None if self.augment is None else self.augment.__qualname__
         return fingerprint(
             self.technique, settings, self.config, model_config, self._initial_weights,
-            adversary, data_digest(self.data),
+            adversary, augment, data_digest(self.data),
         )  # fmt: skip
 
     @property
@@ -99,7 +104,7 @@ class Recipe:
         path = self.checkpoint_path if checkpoint else None
         return train(
             self.model, self.data, self.task, self.config, checkpoint=path, progress=progress,
-            adversary=self.adversary, **kwargs,
+            adversary=self.adversary, augment=self.augment, **kwargs,
         )  # fmt: skip
 
 
@@ -151,7 +156,7 @@ def unlabelled(data: ImageSet | None, profile: Profile, seed: int) -> ImageSet:
 def shared_backbone(profile: Profile, seed: int) -> nn.Module:
     """The book's backbone at the profile's size, initialised from ``seed``: the same initial
     network for every technique, the random-init baseline and the supervised one."""
-    return build_backbone(profile.width, profile.depth, seed=seed)
+    return build_backbone(**profile.backbone_settings(), seed=seed)
 
 
 def backbone_with_head(profile: Profile, seed: int, task: Task) -> nn.Module:

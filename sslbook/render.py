@@ -1,11 +1,11 @@
 """A tiny procedural renderer: random 3D scenes with exact depth, normals and edges.
 
-Ren & Lee (2018, arXiv 1711.09082) trained on game-engine renders (SUNCG), whose every pixel comes
-with its true depth, surface normal and object contour for free. SUNCG is no longer distributed,
-so this module makes such scenes itself, from nothing but random numbers: a ground plane, a back
-wall, a few spheres and boxes, each with a procedural texture (checker, stripes or smooth noise),
-lit by one directional light with Lambertian shading, ambient light and hard shadows, and seen by
-a pinhole camera that casts one ray per pixel.
+Ren & Lee (2018, arXiv 1711.09082) trained on renders of synthetic indoor scenes (SUNCG and
+SceneNet), whose every pixel comes with its true depth, surface normal and object contour for
+free. SUNCG is no longer distributed, so this module makes such scenes itself, from nothing but
+random numbers: a ground plane, a back wall, a few spheres and boxes, each with a procedural
+texture (checker, stripes or smooth noise), lit by one directional light with Lambertian shading,
+ambient light and hard shadows, and seen by a pinhole camera that casts one ray per pixel.
 
 Everything is batched tensor algebra over ``(scenes, pixels, objects)``: no Python loop touches a
 pixel, so thousands of 32x32 scenes render in about a second on a CPU. The scene parameters come

@@ -1,5 +1,4 @@
 import math
-import warnings
 
 import pytest
 import torch
@@ -93,7 +92,7 @@ def test_gan_checkpoint_resumes_both_players(tmp_path, cifar_small):
         adversary = inpainting.build_adversary(8, 1, seed=0)
         history = train(
             _generator(inpainting), data, inpainting.make_task(),
-            TrainConfig(epochs=2, batch_size=32), adversary=adversary, checkpoint=path,
+            TrainConfig(epochs=2, batch_size=32, optimizer="adam", lr=2e-3), adversary=adversary, checkpoint=path,
             progress=False, on_epoch_end=on_epoch_end,
         )  # fmt: skip
         return history, adversary
@@ -177,10 +176,25 @@ def test_vgg_content_loss_without_weights_says_what_to_do(monkeypatch):
     def offline(*args, **kwargs):
         raise OSError("no internet")
 
-    monkeypatch.setattr(torchvision.models, "vgg16", offline)
-    with pytest.raises(RuntimeError, match='content="discriminator"'):
-        superres.build_adversary(8, 1, content="vgg")
-    warnings.simplefilter("ignore")
+    monkeypatch.setattr(torchvision.models, "vgg19", offline)
+    superres._vgg.cache_clear()
+    with pytest.raises(RuntimeError, match='content="mse"'):
+        superres.recipe(sb.get_profile("smoke"), data=_random_images(), content="vgg")
+    superres._vgg.cache_clear()
+
+
+def _random_images(n: int = 64) -> sb.ImageSet:
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)
+    return sb.ImageSet(images, torch.zeros(n, dtype=torch.long), ("x",))
+
+
+def test_the_features_content_loss_comes_from_the_discriminator():
+    plan = superres.recipe(sb.get_profile("smoke"), data=_random_images(), content="features")
+    assert plan.adversary.content_weight == 1.0
+    x = torch.rand(2, 3, 32, 32)
+    assert plan.task.loss(x, torch.rand(2, 3, 32, 32)) == 0  # no pixel loss of its own
+    default = superres.recipe(sb.get_profile("smoke"), data=_random_images())
+    assert default.adversary.weight == 1e-3 and default.adversary.content_weight == 0.0
 
 
 def test_image_quality_uses_psnr_and_ssim():

@@ -25,13 +25,15 @@ def random_images(n: int = 64, seed: int = 0) -> sb.ImageSet:
 
 def test_an_unknown_technique_is_refused_with_the_known_ones():
     with pytest.raises(ValueError, match="rotation"):
-        compare.recipe("rotatoin", TINY, random_images())
+        compare.recipe("rotatoin", TINY)
 
 
 @pytest.mark.parametrize("technique", STILL_IMAGE_TECHNIQUES)
 def test_every_recipe_pretrains_the_shared_backbone(technique):
     data = random_images()
-    pretrained = compare.pretrain(technique, TINY, data, epochs=1, checkpoint=False, progress=False)
+    pretrained = compare.pretrain(
+        technique, TINY, epochs=1, data=data, checkpoint=False, progress=False
+    )
     features = pretrained.backbone(sb.transforms.to_float(data.images[:2]))
     assert features.shape == (2, pretrained.backbone.feature_dim)
     assert pretrained.history.images_per_second > 0
@@ -45,7 +47,7 @@ def test_every_recipe_pretrains_the_shared_backbone(technique):
 
 @needs_data
 def test_frame_order_pretrains_on_as_many_videos_as_there_are_images():
-    plan = compare.recipe("frameorder", TINY, random_images(32), epochs=1)
+    plan = compare.recipe("frameorder", TINY, epochs=1, data=random_images(32))
     assert len(plan.data) == 32 and plan.data.images.ndim == 4  # (N, T, H, W) grey videos
     assert plan.data.name.startswith("Moving MNIST")
 
@@ -53,7 +55,8 @@ def test_frame_order_pretrains_on_as_many_videos_as_there_are_images():
 def test_every_technique_sees_the_same_number_of_images():
     data = random_images()
     epochs = {
-        t: compare.recipe(t, TINY, data, epochs=3).config.epochs for t in STILL_IMAGE_TECHNIQUES
+        t: compare.recipe(t, TINY, epochs=3, data=data).config.epochs
+        for t in STILL_IMAGE_TECHNIQUES
     }
     assert set(epochs.values()) == {3}
 
@@ -100,6 +103,7 @@ def test_verdict_calls_a_gap_real_only_beyond_the_spreads():
     assert table.count("\n") == 1 + len(summary) and "fine-tune, 1% labels" in table
 
 
+@needs_data
 def test_run_reuses_a_stored_result_of_the_same_code_and_budget(monkeypatch):
     data = random_images(80)
     first = compare.run(TINY, data, data, seeds=(0,), epochs=1, techniques=["context"],

@@ -82,5 +82,5 @@ def test_loss_is_mse_and_psnr_of_perfect_output_is_high():
 
 
 def test_unknown_content_loss_is_an_error():
-    with pytest.raises(ValueError, match="discriminator"):
+    with pytest.raises(ValueError, match="mse"):
         superres.build_adversary(8, 1, content="pixels")

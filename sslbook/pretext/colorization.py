@@ -301,7 +301,9 @@ class ColorizationNet(nn.Module):
     """The shared backbone as the encoder, a small decoder on one of its feature maps.
 
     The pretext models of other chapters see only pooled features; colour is per pixel, so this
-    wrapper hands the head the spatial map of ``block`` (``block3``: 1/4 resolution).
+    wrapper hands the head the spatial map of ``block`` (``block3``). Colours are predicted at
+    1/:data:`TARGET_STRIDE` of the image's resolution, as in the paper; a backbone whose
+    ``block3`` is coarser (a strided stem) has its predictions upsampled bilinearly to that size.
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module, block: str = "block3") -> None:
@@ -320,7 +322,11 @@ class ColorizationNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` grey images → ``(B, outputs, H/4, W/4)``."""
-        return self.head(self.backbone.feature_maps(x)[self.block])
+        outputs = self.head(self.backbone.feature_maps(x)[self.block])  # (B, outputs, h, w)
+        size = (x.shape[-2] // TARGET_STRIDE, x.shape[-1] // TARGET_STRIDE)
+        if outputs.shape[-2:] != size:
+            outputs = F.interpolate(outputs, size=size, mode="bilinear", align_corners=False)
+        return outputs
 
 
 class ColorDecoder(nn.Module):

@@ -17,6 +17,8 @@ gap and jitter, normalised one by one, and colour is taken away as a cue (see
 projects colours (``"project"``); on small, upsampled CIFAR-10 images our default is the jigsaw
 chapter's milder defence, a patch turned grey with probability 0.3 (``"gray"``): a network that
 only ever saw one colour channel per patch transfers worse to the colour images of the probe.
+The paper also shrinks some patches to about 100 pixels and blows them up again (pixelation);
+that defence is here as ``Settings(pixelated=...)``, off by default (see :class:`Settings`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from torch import nn
 from sslbook.config import Profile
 from sslbook.data import ImageSet
 from sslbook.models import mlp_head
-from sslbook.patches import Grid, crop, defend_colour, normalize_per_tile, upsample
+from sslbook.patches import Grid, crop, defend_colour, normalize_per_tile, pixelate, upsample
 from sslbook.pretext.base import PretextTask
 from sslbook.recipes import Recipe, backbone_with_head, resolve, unlabelled
 
@@ -57,6 +59,7 @@ def make_pretext_batch(
     grid: Grid = GRID,
     colour: str = "gray",
     normalize: bool = True,
+    pixelated: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One (centre, neighbour) patch pair per image and the neighbour's position.
 
@@ -67,6 +70,8 @@ def make_pretext_batch(
         colour: colour defence (see :func:`sslbook.patches.defend_colour`); ``"keep"`` leaves
             the chromatic shortcut open.
         normalize: standardise each patch on its own.
+        pixelated: share of patches shrunk to about 100 pixels and blown up again (the paper's
+            defence; see :func:`sslbook.patches.pixelate`).
 
     Returns:
         inputs ``(B, 2, C, t, t)``: the centre patch, then the neighbour; targets ``(B,)``:
@@ -83,7 +88,7 @@ def make_pretext_batch(
     patches = crop(images, pair, grid.tile)  # (B, 2, C, t, t)
     if normalize:
         patches = normalize_per_tile(patches)
-    patches = defend_colour(patches, generator, colour)
+    patches = pixelate(defend_colour(patches, generator, colour), generator, pixelated)
     return patches, targets.to(images.device)
 
 
@@ -111,11 +116,15 @@ class Settings:
         colour: colour defence (:func:`sslbook.patches.defend_colour`); ``"keep"`` leaves the
             chromatic shortcut open.
         normalize: standardise each patch on its own.
+        pixelated: share of patches shrunk to about 100 pixels and blown up again, the paper's
+            defence against fine-detail cues; 0 by default: our 16-pixel patches, cut from
+            upsampled 32-pixel images, already hold only about 100 pixels of real detail.
     """
 
     grid: Grid = GRID
     colour: str = "gray"
     normalize: bool = True
+    pixelated: float = 0.0
 
 
 def make_task(settings: Settings = Settings(), name: str = NAME) -> PretextTask:
@@ -123,7 +132,7 @@ def make_task(settings: Settings = Settings(), name: str = NAME) -> PretextTask:
     ``make_task(Settings(SHORTCUT_GRID, colour="keep"), name="context-shortcut")``)."""
     batch = functools.partial(
         make_pretext_batch, grid=settings.grid, colour=settings.colour,
-        normalize=settings.normalize,
+        normalize=settings.normalize, pixelated=settings.pixelated,
     )  # fmt: skip
     return PretextTask(name, batch, build_head, loss, metric_name="position accuracy")
 

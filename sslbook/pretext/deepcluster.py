@@ -46,7 +46,7 @@ from sslbook.config import Profile
 from sslbook.data import ImageSet
 from sslbook.inference import predict
 from sslbook.metrics import accuracy
-from sslbook.models import PretextModel, ResNet, linear_head
+from sslbook.models import PretextModel, ResNet, build_backbone, linear_head
 from sslbook.pretext.base import Batch, EpochPlan
 from sslbook.recipes import Recipe, resolve, seeded, shared_backbone, unlabelled
 
@@ -304,6 +304,7 @@ class SobelBackbone(nn.Module):
         self.backbone = backbone
         self.feature_dim = backbone.feature_dim
         self.stage_channels = backbone.stage_channels
+        self.block_strides, self.stride = backbone.block_strides, backbone.stride
 
     def config(self) -> dict:
         return {"sobel": True, **self.backbone.config()}
@@ -315,13 +316,13 @@ class SobelBackbone(nn.Module):
         return self.backbone(self.sobel(x))  # (B, feature_dim)
 
 
-def build_sobel_backbone(width: int, depth: int, seed: int | None = None) -> SobelBackbone:
+def build_sobel_backbone(
+    width: int, depth: int, seed: int | None = None, stem_stride: int = 1
+) -> SobelBackbone:
     """The book's ResNet on 2 Sobel channels (gradients are centred on 0 with a spread of
     about 0.5, hence the normalisation), seeded like :func:`sslbook.models.build_backbone`."""
-    with torch.random.fork_rng(devices=[]):
-        if seed is not None:
-            torch.manual_seed(seed)
-        resnet = ResNet(width=width, depth=depth, in_channels=2, mean=(0.0, 0.0), std=(0.5, 0.5))
+    resnet = build_backbone(width, depth, in_channels=2, seed=seed, stem_stride=stem_stride,
+                            mean=(0.0, 0.0), std=(0.5, 0.5))  # fmt: skip
     return SobelBackbone(resnet)
 
 
@@ -497,7 +498,7 @@ def recipe(profile: Profile, seed: int = 0, data: ImageSet | None = None, **over
     data = unlabelled(data, profile, seed)
     task = make_task(settings, seed, len(data))
     backbone = (
-        build_sobel_backbone(profile.width, profile.depth, seed=seed)
+        build_sobel_backbone(**profile.backbone_settings(), seed=seed)
         if settings.sobel
         else shared_backbone(profile, seed)
     )

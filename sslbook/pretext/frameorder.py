@@ -33,8 +33,8 @@ from sslbook.config import Profile
 from sslbook.data import ImageSet, load_mnist
 from sslbook.models import mlp_head
 from sslbook.pretext.base import PretextTask
-from sslbook.recipes import Recipe, backbone_with_head, resolve
-from sslbook.video import moving_mnist
+from sslbook.recipes import Recipe, backbone_with_head, resolve, unlabelled
+from sslbook.video import camera_clips, moving_mnist
 
 NAME = "frameorder"
 TITLE = "Frame-order verification"
@@ -153,6 +153,36 @@ def make_pretext_batch(
     return gather_frames(videos, tuples.frames), tuples.targets  # (B, 3, 3, H, W), (B,)
 
 
+def make_camera_batch(
+    images: torch.Tensor,
+    generator: torch.Generator | None = None,
+    n_frames: int = 16,
+    window: int = WINDOW,
+    high_motion: float = HIGH_MOTION,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One triplet of frames per photo, from a clip of a virtual camera moving over it.
+
+    The clip is :func:`sslbook.video.camera_clips` (pan and zoom, speeding up and slowing
+    down); the tuple is drawn from its high-motion windows as for any video.
+
+    Args:
+        images: ``(B, C, H, W)`` float still images in [0, 1].
+        generator: source of all randomness (the camera's path, the window, frames and kind).
+        n_frames: frames per clip.
+        window, high_motion: as in :func:`make_pretext_batch`.
+
+    Returns:
+        inputs ``(B, 3, C, H, W)``: frames ``(b, c, d)``, ``(b, a, d)`` or ``(b, e, d)`` in
+        colour; targets ``(B,)``: 1 if in order, 0 if shuffled (~75 %).
+    """
+    if images.dim() != 4:
+        raise ValueError(f"expected (B, C, H, W) photos, got shape {tuple(images.shape)}")
+    clips = camera_clips(images, generator, n_frames)  # (B, T, C, H, W)
+    tuples = sample_tuples(clips.mean(2), generator, window, high_motion)  # motion from grey
+    rows = torch.arange(len(images), device=images.device)[:, None]  # (B, 1)
+    return clips[rows, tuples.frames], tuples.targets.to(images.device)  # (B, 3, C, H, W)
+
+
 def build_head(feature_dim: int) -> nn.Module:
     """An MLP from the three concatenated frame features ``(B, 3 * D)`` to two scores."""
     return mlp_head(NUM_FRAMES * feature_dim, 128, len(LABELS))
@@ -176,28 +206,48 @@ def balanced_accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
 METRIC_NAME = "order accuracy (balanced)"
 
 
+SOURCES = ("camera", "moving-mnist")
+
+
 @dataclass(frozen=True)
 class Settings:
     """The frame-order recipe's own settings.
 
     Attributes:
+        source: where the videos come from when the recipe is given still images (or none):
+            ``"camera"``, clips of a virtual camera panning and zooming over the photos
+            themselves, made batch by batch; or ``"moving-mnist"``, as many Moving-MNIST videos
+            (digits on black: a domain far from the photos the probe is measured on).
         window: frames of a window the five frames ``a < b < c < d < e`` are drawn from.
         high_motion: fraction of each video's windows (those with the most motion) to draw from.
         num_digits: digits per Moving-MNIST video.
         n_frames: frames per video.
     """
 
+    source: str = "camera"
     window: int = WINDOW
     high_motion: float = HIGH_MOTION
     num_digits: int = 2
     n_frames: int = 16
 
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
 
-def make_task(settings: Settings = Settings()) -> PretextTask:
-    """The task with the settings' window length and share of high-motion windows."""
-    batch = functools.partial(
-        make_pretext_batch, window=settings.window, high_motion=settings.high_motion
-    )
+
+def make_task(settings: Settings = Settings(), stills: bool = False) -> PretextTask:
+    """The task with the settings' window length and share of high-motion windows; with
+    ``stills``, the batches are still photos and the clips are made from them
+    (:func:`make_camera_batch`)."""
+    if stills:
+        batch = functools.partial(
+            make_camera_batch, n_frames=settings.n_frames, window=settings.window,
+            high_motion=settings.high_motion,
+        )  # fmt: skip
+    else:
+        batch = functools.partial(
+            make_pretext_batch, window=settings.window, high_motion=settings.high_motion
+        )
     return PretextTask(NAME, batch, build_head, loss, balanced_accuracy, metric_name=METRIC_NAME)
 
 
@@ -210,21 +260,23 @@ def videos_for(settings: Settings, n_videos: int, seed: int = 0) -> ImageSet:
 
 
 def recipe(profile: Profile, seed: int = 0, data: ImageSet | None = None, **overrides) -> Recipe:
-    """The chapter's headline setting: triplets from high-motion windows of Moving-MNIST
-    videos, one in four in order.
+    """The chapter's headline setting: triplets from high-motion windows of clips, one in four
+    in order; the clips are a virtual camera's moves over the profile's unlabelled photos.
 
     Args:
         profile: sizes the run.
         seed: initial weights, the videos and every random choice.
         data: videos to train on (an :class:`~sslbook.data.ImageSet` whose channels are frames,
-            e.g. :func:`sslbook.video.load_video_folder`), or still images: then as many
-            Moving-MNIST videos are made (default: the profile's ``n_unlabelled``).
+            e.g. :func:`sslbook.video.load_video_folder`), or still images (default: the
+            profile's unlabelled images): then ``settings.source`` says how clips are made.
         **overrides: :class:`Settings` fields or :class:`~sslbook.train.TrainConfig` fields.
     """
     settings, config = resolve(NAME, Settings(), profile, seed, overrides)
-    if data is None or data.images.shape[1] <= 3:  # still images: make videos
-        n_videos = profile.n_unlabelled if data is None else len(data)
-        data = videos_for(settings, n_videos, seed)
-    task = make_task(settings)
+    given_videos = data is not None and data.images.shape[1] > 3
+    if not given_videos:
+        data = unlabelled(data, profile, seed)
+        if settings.source == "moving-mnist":
+            data = videos_for(settings, len(data), seed)
+    task = make_task(settings, stills=not given_videos and settings.source == "camera")
     model = backbone_with_head(profile, seed, task)
     return Recipe(NAME, model, task, config, data, settings=settings)

@@ -76,7 +76,7 @@ class Settings:
     overlap: int = OVERLAP
     overlap_weight: float = OVERLAP_WEIGHT
     adversarial_weight: float = 1e-3
-    judge: str = "image"
+    judge: str = "hole"
     discriminator_lr: float = 5e-5
 
     def __post_init__(self) -> None:
@@ -224,10 +224,11 @@ def hole_psnr(outputs: torch.Tensor, targets: HoleTargets) -> float:
     return psnr(fill_hole(outputs, targets), targets.originals)
 
 
-def build_head(feature_dim: int, spatial: int = 8, channels: int = 3) -> nn.Module:
+def build_head(feature_dim: int, spatial: int = 8, channels: int = 3, stride: int = 4) -> nn.Module:
     """The decoder: channel-wise fully connected bottleneck on ``block3`` (``spatial`` x
-    ``spatial``, i.e. 8 for 32 px images), then two PixelShuffle upsamplings to the image."""
-    return Decoder(feature_dim, channels, spatial=spatial)
+    ``spatial``: the image side over the backbone's ``stride``, e.g. 32 / 4 = 8), then
+    PixelShuffle upsamplings to the image."""
+    return Decoder(feature_dim, channels, spatial=spatial, stride=stride)
 
 
 def filled_image_view(outputs: torch.Tensor, targets: HoleTargets):
@@ -253,7 +254,8 @@ def build_adversary(
     seed: int | None = None,
     weight: float = 1e-3,
     lr: float = 5e-5,
-    judge: str = "image",
+    judge: str = "hole",
+    stem_stride: int = 1,
 ) -> Adversary:
     """The context encoder's adversary: a shared-backbone discriminator judging the fill.
 
@@ -267,7 +269,7 @@ def build_adversary(
     if judge not in JUDGES:
         raise ValueError(f"judge must be one of {JUDGES}, got {judge!r}")
     return Adversary(
-        build_discriminator(width, depth, seed=seed),
+        build_discriminator(width, depth, seed=seed, stem_stride=stem_stride),
         view=hole_view if judge == "hole" else filled_image_view,
         weight=weight,
         lr=lr,
@@ -298,11 +300,14 @@ def recipe(profile: Profile, seed: int = 0, data: ImageSet | None = None, **over
                                lr=2e-3)  # fmt: skip
     task = make_task(settings)
     backbone = shared_backbone(profile, seed)
+    data = unlabelled(data, profile, seed)
+    spatial = data.images.shape[-1] // backbone.stride  # the side of block3's map
     with seeded(seed):
-        model = EncoderDecoder(backbone, task.build_head(backbone.feature_dim))
+        decoder = build_head(backbone.feature_dim, spatial, stride=backbone.stride)
+        model = EncoderDecoder(backbone, decoder)
     adversary = None
     if settings.adversarial_weight:
-        adversary = build_adversary(profile.width, profile.depth, seed=seed,
+        adversary = build_adversary(**profile.backbone_settings(), seed=seed,
                                     weight=settings.adversarial_weight,
                                     lr=settings.discriminator_lr, judge=settings.judge)  # fmt: skip
-    return Recipe(NAME, model, task, config, unlabelled(data, profile, seed), adversary, settings)
+    return Recipe(NAME, model, task, config, data, adversary, settings)

@@ -11,11 +11,16 @@ below: knowledge of object parts and their layout, learnt without a label.
 The network is *context-free*: each tile goes through the same backbone on its own (shared
 weights, a siamese network), so early layers cannot compare neighbouring pixels across tiles;
 only the small head sees the nine feature vectors together. The permutations are not all
-9! = 362,880 of them but a set chosen greedily to be far apart in Hamming distance, so that no
-two answers differ by a single swapped pair of tiles. Tiles are cut with a gap and jitter,
-normalised one by one, and colour is dropped to grey at random and jittered per channel, so that
-edges, brightness and chromatic aberration do not give the answer away (see
-:mod:`sslbook.patches`).
+9! = 362,880 of them but a set chosen greedily to be far apart in Hamming distance (the number of
+tiles that land in a different place). The paper's rule maximises the *average* distance to the
+permutations already chosen; that makes most pairs far apart (a 64-set averages about 8 of 9)
+but guarantees no minimum: some pairs can still differ by a single swap (distance 2). The
+farthest-point rule (``criterion="min"``) maximises the distance to the *nearest* chosen
+permutation instead, and raises the minimum (to 7 for 64 permutations; seed 0).
+
+Tiles are cut with a gap and jitter, normalised one by one, and colour is dropped to grey at
+random and jittered per channel, so that edges, brightness and chromatic aberration do not give
+the answer away (see :mod:`sslbook.patches`).
 """
 
 from __future__ import annotations

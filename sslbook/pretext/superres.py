@@ -18,6 +18,7 @@ the generator only predicts the missing high frequencies (a residual), at 1/4 re
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from functools import partial
 
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslbook.adversarial import Adversary, ContentLoss, build_discriminator, vgg_content_loss
+from sslbook.adversarial import Adversary, build_discriminator, vgg_content_loss
 from sslbook.config import Profile
 from sslbook.data import ImageSet
 from sslbook.decoders import Decoder, EncoderDecoder
@@ -38,7 +39,7 @@ TITLE = "Super-resolution (SRGAN)"
 PAPER = "Ledig et al. (2017), arXiv 1609.04802"
 
 FACTOR = 4  # 32 px → 8 px → 32 px, SRGAN's 4x
-CONTENT_LOSSES = ("discriminator", "vgg", "none")
+CONTENT_LOSSES = ("mse", "vgg", "features")
 
 
 def downsample(images: torch.Tensor, factor: int = FACTOR) -> torch.Tensor:
@@ -82,35 +83,49 @@ def make_pretext_batch(
     return upsample(low, images.shape[-1]), images
 
 
-def build_head(feature_dim: int, channels: int = 3) -> nn.Module:
-    """The decoder: from ``block3`` (1/4 resolution) back to full size with two PixelShuffle
-    upsamplings; it predicts the residual added to the bicubic input."""
-    return Decoder(feature_dim, channels)
+def build_head(feature_dim: int, channels: int = 3, stride: int = 4) -> nn.Module:
+    """The decoder: from ``block3`` (``1/stride`` of the resolution) back to full size with
+    PixelShuffle upsamplings; it predicts the residual added to the bicubic input."""
+    return Decoder(feature_dim, channels, stride=stride)
 
 
 def loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Pixel-wise mean squared error (the "MSE-only" SRResNet objective)."""
+    """Pixel-wise mean squared error: the MSE content loss of SRResNet and SRGAN-MSE."""
     return F.mse_loss(outputs.float(), targets)
+
+
+def vgg_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """SRGAN's VGG54 content loss (see :func:`sslbook.adversarial.vgg_content_loss`)."""
+    return _vgg()(outputs, targets)
+
+
+@functools.cache
+def _vgg():
+    return vgg_content_loss()
+
+
+def no_pixel_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Zero, with the graph intact: the content loss is the discriminator's feature matching,
+    which the adversary adds."""
+    return 0.0 * F.mse_loss(outputs.float(), targets)
 
 
 def build_adversary(
     width: int,
     depth: int,
     seed: int | None = None,
-    weight: float = 1e-2,
-    content_weight: float = 1e-2,
-    content: str = "discriminator",
+    weight: float = 1e-3,
+    content: str = "mse",
     lr: float = 5e-5,
+    stem_stride: int = 1,
 ) -> Adversary:
-    """SRGAN's discriminator (the shared backbone) with its content and adversarial losses.
+    """SRGAN's discriminator (the shared backbone) and its adversarial loss.
 
     Args:
-        width, depth, seed: of the discriminator's backbone.
-        weight: weight of the adversarial loss (SRGAN: 1e-3 next to a VGG content loss).
-        content_weight: weight of the content loss.
-        content: ``"discriminator"`` (default: feature matching on the discriminator's feature
-            maps, needs no download), ``"vgg"`` (SRGAN's VGG16 perceptual loss, needs the
-            torchvision ImageNet weights) or ``"none"``.
+        width, depth, seed, stem_stride: of the discriminator's backbone.
+        weight: weight of the adversarial loss next to the content loss (the paper's 1e-3).
+        content: the content loss (see :class:`Settings`); with ``"features"`` the adversary
+            adds the feature-matching loss on its own feature maps (weight 1).
         lr: the discriminator's Adam learning rate. Small, because telling a restored image from
             a real one is easy: a discriminator that learns faster wins within an epoch, and its
             gradient stops teaching the generator (a collapse that
@@ -118,16 +133,13 @@ def build_adversary(
 
     Raises:
         ValueError: unknown ``content``.
-        RuntimeError: ``content="vgg"`` and the weights cannot be loaded (says what to do).
     """
     if content not in CONTENT_LOSSES:
         raise ValueError(f"content must be one of {CONTENT_LOSSES}, got {content!r}")
-    content_fn: ContentLoss | None = vgg_content_loss() if content == "vgg" else None
     return Adversary(
-        build_discriminator(width, depth, seed=seed),
+        build_discriminator(width, depth, seed=seed, stem_stride=stem_stride),
         weight=weight,
-        content_weight=0.0 if content == "none" else content_weight,
-        content=content_fn,
+        content_weight=1.0 if content == "features" else 0.0,
         lr=lr,
         name=f"srgan discriminator ({content} content loss)",
     )
@@ -137,35 +149,48 @@ def build_adversary(
 class Settings:
     """The super-resolution recipe's own settings.
 
+    The generator's loss is the paper's: a content loss plus ``adversarial_weight`` times the
+    adversarial loss (Ledig et al. 2017, eq. 3).
+
     Attributes:
         factor: how much resolution is thrown away (SRGAN's 4x).
-        adversarial_weight: weight of the adversarial term (0: the MSE-only generator, no
-            discriminator).
-        content: the content loss next to the pixel MSE (see :func:`build_adversary`).
-        content_weight: its weight.
+        content: the content loss. ``"mse"`` (the default): the pixel MSE, the paper's
+            SRGAN-MSE (and, without adversary, SRResNet); needs no download. ``"vgg"``: the
+            paper's SRGAN-VGG54, the distance of ImageNet-trained VGG19 features (needs
+            torchvision's weights, ~550 MB). ``"features"``: the book's offline stand-in for a
+            perceptual loss, the distance of the discriminator's own feature maps (feature
+            matching, Salimans et al. 2016); not in the paper.
+        adversarial_weight: weight of the adversarial term (the paper's 1e-3; 0: no
+            discriminator, the content loss alone).
         discriminator_lr: the discriminator's Adam learning rate.
     """
 
     factor: int = FACTOR
-    adversarial_weight: float = 1e-2
-    content: str = "discriminator"
-    content_weight: float = 1e-2
+    content: str = "mse"
+    adversarial_weight: float = 1e-3
     discriminator_lr: float = 5e-5
 
     def __post_init__(self) -> None:
         if self.content not in CONTENT_LOSSES:
             raise ValueError(f"content must be one of {CONTENT_LOSSES}, got {self.content!r}")
+        if self.content == "features" and not self.adversarial_weight:
+            raise ValueError('content="features" needs the discriminator: adversarial_weight > 0')
+
+
+CONTENT_OBJECTIVES = {"mse": loss, "vgg": vgg_loss, "features": no_pixel_loss}
 
 
 def make_task(settings: Settings = Settings()) -> PretextTask:
-    """Inputs shrunk by ``settings.factor`` and upsampled back; the pixel MSE as the loss."""
+    """Inputs shrunk by ``settings.factor`` and upsampled back; the content loss of
+    ``settings.content`` as the task's loss (the adversary adds its own terms)."""
     batch = partial(make_pretext_batch, factor=settings.factor)
-    return PretextTask(NAME, batch, build_head, loss, metric=psnr, metric_name="PSNR (dB)")
+    objective = CONTENT_OBJECTIVES[settings.content]
+    return PretextTask(NAME, batch, build_head, objective, metric=psnr, metric_name="PSNR (dB)")
 
 
 def recipe(profile: Profile, seed: int = 0, data: ImageSet | None = None, **overrides) -> Recipe:
-    """The chapter's headline setting: 4x super-resolution, the generator trained with Adam
-    (lr 2e-3) on the pixel MSE plus the adversary's terms.
+    """The chapter's headline setting: 4x super-resolution and the paper's SRGAN-MSE loss
+    (pixel MSE + 1e-3 x adversarial), the generator trained with Adam (lr 2e-3).
 
     Args:
         profile: sizes the run.
@@ -173,18 +198,22 @@ def recipe(profile: Profile, seed: int = 0, data: ImageSet | None = None, **over
         data: unlabelled images (default: the profile's pretraining images).
         **overrides: :class:`Settings` fields or :class:`~sslbook.train.TrainConfig` fields;
             ``adversarial_weight=0`` is the MSE-only generator (SRResNet).
+
+    Raises:
+        RuntimeError: ``content="vgg"`` and the VGG19 weights cannot be loaded (says what to do).
     """
     settings, config = resolve(NAME, Settings(), profile, seed, overrides, optimizer="adam",
                                lr=2e-3)  # fmt: skip
+    if settings.content == "vgg":
+        _vgg()  # load the weights now: a missing download fails here, with what to do
     task = make_task(settings)
     backbone = shared_backbone(profile, seed)
     with seeded(seed):
-        model = EncoderDecoder(backbone, task.build_head(backbone.feature_dim))
+        model = EncoderDecoder(backbone, build_head(backbone.feature_dim, stride=backbone.stride))
     adversary = None
     if settings.adversarial_weight:
         adversary = build_adversary(
-            profile.width, profile.depth, seed=seed, weight=settings.adversarial_weight,
-            content_weight=settings.content_weight, content=settings.content,
-            lr=settings.discriminator_lr,
+            **profile.backbone_settings(), seed=seed, weight=settings.adversarial_weight,
+            content=settings.content, lr=settings.discriminator_lr,
         )  # fmt: skip
     return Recipe(NAME, model, task, config, unlabelled(data, profile, seed), adversary, settings)

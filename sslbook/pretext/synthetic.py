@@ -11,10 +11,16 @@ which transfer badly to photos. So, as in the paper, a domain discriminator trie
 backbone's features of real images (CIFAR-10) from those of renders, and the backbone is trained
 to fool it: features that cannot tell the two domains apart are features that transfer.
 
-The renders come from :mod:`sslbook.render` (SUNCG, the paper's game-engine scenes, is no longer
-distributed). Fooling the discriminator uses a gradient reversal layer (Ganin & Lempitsky 2015,
-arXiv 1409.7495): the identity going forward, the gradient times ``-lambda`` going back, so one
-backward pass trains the discriminator to separate the domains and the backbone to merge them.
+The renders come from :mod:`sslbook.render` (SUNCG, the paper's dataset of synthetic indoor
+scenes, is no longer distributed). Two departures from the paper, for the sake of one training
+loop and one backward pass: the paper trains the domain discriminator and the base network in
+alternation, the network's step with flipped domain labels, and feeds the discriminator from
+pools of past images; here the backbone fools it through a gradient reversal layer (Ganin &
+Lempitsky 2015, arXiv 1409.7495), the identity going forward and the gradient times
+``-lambda`` going back, so one backward pass trains the discriminator to separate the domains
+and the backbone to merge them (the same minimax objective, optimised jointly instead of in
+turns). The edge loss is class-balanced, as in the paper: edge pixels are few, and unweighted the
+head would learn to predict "no edge" everywhere.
 
 The batch holds ``B`` renders then ``B`` real images; the targets are a :class:`SceneTargets`
 (the geometry of the renders and every row's domain) and the model's outputs a
@@ -325,7 +331,7 @@ def loss_terms(outputs: GeometryOutputs, targets: SceneTargets) -> dict[str, tor
 
     - depth: L1 on log-depth (errors relative to the distance, as in depth estimation);
     - normals: 1 - cosine between predicted and true normals;
-    - edges: binary cross-entropy per pixel;
+    - edges: class-balanced binary cross-entropy per pixel (:func:`balanced_bce`);
     - domain: binary cross-entropy of the discriminator, real vs rendered, at every location.
     """
     o, t = outputs[targets.rendered], targets[targets.rendered]
@@ -334,9 +340,18 @@ def loss_terms(outputs: GeometryOutputs, targets: SceneTargets) -> dict[str, tor
     return {
         "depth": F.l1_loss(o.log_depth.float(), t.depth.float().clamp(min=1e-3).log()),
         "normals": (1 - cosine).mean(),
-        "edges": F.binary_cross_entropy_with_logits(o.edges.float(), t.edges.float()),
+        "edges": balanced_bce(o.edges.float(), t.edges.float()),
         "domain": F.binary_cross_entropy_with_logits(outputs.domain.float(), domain),
     }
+
+
+def balanced_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy with each class weighted by the other's share of the pixels (the
+    class-balanced loss of HED, Xie & Tu 2015, arXiv 1504.06375, which Ren & Lee use for
+    contours): the rare edge pixels weigh as much in total as all the others."""
+    edge_share = targets.mean().clamp(1e-3, 1 - 1e-3)
+    weights = torch.where(targets > 0.5, 1 - edge_share, edge_share) * 2
+    return F.binary_cross_entropy_with_logits(logits, targets, weight=weights)
 
 
 def loss(
