@@ -39,7 +39,8 @@ class Profile:
         stem_stride: 1 or 2, whether the backbone's stem halves the resolution (see
             :class:`sslbook.models.ResNet`).
         epochs: pretraining epochs (passes over the ``n_unlabelled`` images).
-        supervised_epochs: epochs of the supervised baseline.
+        supervised_epochs: epochs of the supervised baseline (over the ``n_labelled`` images).
+        supervised_lr: its peak learning rate.
         batch_size: images per batch (a pretext task may expand each image into several inputs).
         lr: peak learning rate of SGD.
         finetune_epochs: epochs of few-label fine-tuning.
@@ -56,6 +57,7 @@ class Profile:
     stem_stride: int
     epochs: int
     supervised_epochs: int
+    supervised_lr: float
     batch_size: int
     lr: float
     finetune_epochs: int
@@ -73,7 +75,7 @@ class Profile:
 
     def supervised_config(self, seed: int = 0) -> TrainConfig:
         """Settings of the supervised baseline."""
-        return self.train_config(seed, epochs=self.supervised_epochs)
+        return self.train_config(seed, epochs=self.supervised_epochs, lr=self.supervised_lr)
 
     def finetune_config(self, seed: int = 0) -> TrainConfig:
         """Settings for few-label fine-tuning (small batches: there are few images)."""
@@ -83,18 +85,20 @@ class Profile:
 PROFILES = {
     "smoke": Profile(
         name="smoke", n_unlabelled=256, n_labelled=256, n_test=200, width=8, depth=1,
-        stem_stride=1, epochs=1, supervised_epochs=1, batch_size=64, lr=0.05, finetune_epochs=2, finetune_labels=(5, 10),
-        probe_labels=(2, 5, 20),
+        stem_stride=1, epochs=1, supervised_epochs=1, supervised_lr=0.05, batch_size=64,
+        lr=0.05, finetune_epochs=2, finetune_labels=(5, 10), probe_labels=(2, 5, 20),
     ),
     "cpu": Profile(
-        name="cpu", n_unlabelled=5000, n_labelled=5000, n_test=2000, width=16, depth=1,
-        stem_stride=1, epochs=10, supervised_epochs=10, batch_size=128, lr=0.05, finetune_epochs=12,
-        finetune_labels=(50, 250, 500), probe_labels=(2, 5, 10, 50, 100, 500),
+        name="cpu", n_unlabelled=50_000, n_labelled=5000, n_test=2000, width=16, depth=1,
+        stem_stride=2, epochs=1, supervised_epochs=60, supervised_lr=0.1, batch_size=128,
+        lr=0.05, finetune_epochs=12, finetune_labels=(50, 250, 500),
+        probe_labels=(2, 5, 10, 50, 100, 500),
     ),
     "gpu": Profile(
-        name="gpu", n_unlabelled=50000, n_labelled=50000, n_test=10000, width=64, depth=2,
-        stem_stride=1, epochs=60, supervised_epochs=60, batch_size=256, lr=0.1, finetune_epochs=30,
-        finetune_labels=(10, 100, 1000, 5000), probe_labels=(1, 10, 100, 1000, 5000),
+        name="gpu", n_unlabelled=50_000, n_labelled=50_000, n_test=10_000, width=64, depth=2,
+        stem_stride=1, epochs=60, supervised_epochs=60, supervised_lr=0.1, batch_size=256,
+        lr=0.1, finetune_epochs=30, finetune_labels=(10, 100, 1000, 5000),
+        probe_labels=(1, 10, 100, 1000, 5000),
     ),
 }  # fmt: skip
 

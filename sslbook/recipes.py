@@ -190,7 +190,8 @@ def supervised(profile: Profile, seed: int = 0, data: ImageSet | None = None, **
     if data is None:
         data = load_cifar10("train", n=profile.n_labelled, seed=seed)
     settings, config = resolve("supervised", SupervisedSettings(), profile, seed, overrides,
-                               epochs=profile.supervised_epochs)  # fmt: skip
+                               epochs=profile.supervised_epochs,
+                               lr=profile.supervised_lr)  # fmt: skip
     task = SupervisedTask(len(data.classes))
     model = backbone_with_head(profile, seed, task)
     return Recipe("supervised", model, task, config, data, settings=settings)

@@ -92,7 +92,8 @@ def test_gan_checkpoint_resumes_both_players(tmp_path, cifar_small):
         adversary = inpainting.build_adversary(8, 1, seed=0)
         history = train(
             _generator(inpainting), data, inpainting.make_task(),
-            TrainConfig(epochs=2, batch_size=32, optimizer="adam", lr=2e-3), adversary=adversary, checkpoint=path,
+            TrainConfig(epochs=2, batch_size=32, optimizer="adam", lr=2e-3),
+            adversary=adversary, checkpoint=path,
             progress=False, on_epoch_end=on_epoch_end,
         )  # fmt: skip
         return history, adversary

@@ -34,7 +34,7 @@ from sslbook.pretext.base import (
 #: Every technique of the book, in the book's order: the one registry.
 TECHNIQUES = (
     "rotation", "colorization", "inpainting", "superres", "context", "jigsaw", "deepcluster",
-    "synthetic", "frameorder",
+    "synthetic", "frameorder", "simclr", "simsiam", "mim",
 )  # fmt: skip
 
 

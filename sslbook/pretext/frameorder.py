@@ -215,16 +215,17 @@ class Settings:
 
     Attributes:
         source: where the videos come from when the recipe is given still images (or none):
-            ``"camera"``, clips of a virtual camera panning and zooming over the photos
-            themselves, made batch by batch; or ``"moving-mnist"``, as many Moving-MNIST videos
-            (digits on black: a domain far from the photos the probe is measured on).
+            ``"moving-mnist"`` (the chapter's), as many Moving-MNIST videos (digits on black: a
+            domain far from the photos the CIFAR-10 probe is measured on); or ``"camera"``,
+            clips of a virtual camera panning and zooming over the photos themselves, made
+            batch by batch.
         window: frames of a window the five frames ``a < b < c < d < e`` are drawn from.
         high_motion: fraction of each video's windows (those with the most motion) to draw from.
         num_digits: digits per Moving-MNIST video.
         n_frames: frames per video.
     """
 
-    source: str = "camera"
+    source: str = "moving-mnist"
     window: int = WINDOW
     high_motion: float = HIGH_MOTION
     num_digits: int = 2
@@ -261,7 +262,8 @@ def videos_for(settings: Settings, n_videos: int, seed: int = 0) -> ImageSet:
 
 def recipe(profile: Profile, seed: int = 0, data: ImageSet | None = None, **overrides) -> Recipe:
     """The chapter's headline setting: triplets from high-motion windows of clips, one in four
-    in order; the clips are a virtual camera's moves over the profile's unlabelled photos.
+    in order, from as many Moving-MNIST videos as the profile has unlabelled images
+    (``source="camera"``: clips of a virtual camera moving over those photos instead).
 
     Args:
         profile: sizes the run.
