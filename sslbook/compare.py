@@ -22,6 +22,7 @@ its recipe (as many as the others have images), and is probed on CIFAR-10 like a
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -309,6 +310,18 @@ def table_markdown(summary: dict) -> str:
             "" if method in BASELINES else verdict(summary, method),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def techniques_markdown(techniques: Sequence[str] = TECHNIQUES) -> str:
+    """The registered techniques and their papers as a Markdown table, arXiv ids linked: the
+    comparison's list of rows, written from the registry so that it never misses one."""
+    lines = ["| technique | paper |", "| --- | --- |"]
+    for name in techniques:
+        module = technique(name)
+        paper = re.sub(r"arXiv (\d{4}\.\d{4,5})", r"[arXiv:\1](https://arxiv.org/abs/\1)",
+                       module.PAPER)  # fmt: skip
+        lines.append(f"| {module.TITLE} | {paper} |")
     return "\n".join(lines)
 
 
