@@ -35,6 +35,10 @@ def test_notebook_is_committed_clean_and_well_formed(path):
     assert "import *" not in "\n".join(c.source for c in code)
     # Heads and decoders draw their initial weights from the global generator: same seed, same run.
     assert "sb.seed_everything(seed)" in code[2].source, "the set-up cell seeds everything"
+    # Colab readers are told which device was found and why this profile (sslbook.colab).
+    assert "sb.colab.setup(profile)" in code[2].source, "the set-up cell calls sb.colab.setup"
+    # A kernel-bound ipywidgets.interact is a still picture on the published page.
+    assert "interact(" not in "\n".join(c.source for c in code), "use sb.widgets.explorer"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -62,6 +66,14 @@ def test_notebook_runs_in_smoke_profile(path, tmp_path, monkeypatch):
         if "image/png" in output.get("data", {})
     ]
     assert figures, f"{path.name} showed no figure (is MPLBACKEND set to a non-inline backend?)"
+    if path.stem in sb.pretext.TECHNIQUES:
+        widgets = [
+            output
+            for cell in executed.cells
+            for output in cell.get("outputs", [])
+            if "sslbook-widget" in output.get("data", {}).get("text/html", "")
+        ]
+        assert widgets, f"{path.name} shows no kernel-free widget (sb.widgets.explorer)"
     summaries = list(results.glob("*-smoke-seed0.json"))
     if path.stem == "comparison":
         assert_comparison_table(summaries)
