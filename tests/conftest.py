@@ -70,3 +70,15 @@ def assert_seeded(make_pretext_batch, data: torch.Tensor) -> tuple[torch.Tensor,
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert not torch.equal(a[0], c[0])
     return a
+
+
+def losses_on_a_fixed_batch(model, loss, inputs, targets, optimizer, steps: int = 5) -> list[float]:
+    """``steps`` optimiser steps of ``loss(model(inputs), targets)`` on one batch: the losses."""
+    losses = []
+    for _ in range(steps):
+        value = loss(model(inputs), targets)
+        optimizer.zero_grad()
+        value.backward()
+        optimizer.step()
+        losses.append(value.item())
+    return losses

@@ -7,6 +7,8 @@ import sslbook as sb
 from sslbook.models import CIFAR10_MEAN
 from sslbook.pretext import inpainting, mim
 
+from .conftest import losses_on_a_fixed_batch
+
 
 def _images(b=4, size=32, seed=0):
     return torch.rand(b, 3, size, size, generator=torch.Generator().manual_seed(seed))
@@ -91,13 +93,7 @@ def test_loss_falls_on_a_fixed_batch():
     model = mim.MaskedImageModel(backbone, mim.build_head(backbone.feature_dim, 3, 4))
     inputs, targets = mim.make_pretext_batch(_images(8), torch.Generator().manual_seed(0))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(5):
-        loss = mim.loss(model(inputs), targets)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = losses_on_a_fixed_batch(model, mim.loss, inputs, targets, optimizer)
     assert losses[-1] < losses[0]
 
 

@@ -9,7 +9,7 @@ import sslbook as sb
 from sslbook import augment
 from sslbook.pretext import simclr
 
-from .conftest import assert_seeded
+from .conftest import assert_seeded, losses_on_a_fixed_batch
 
 #: Views that are the whole image, unchanged in colour: each view is the image or its mirror.
 PLAIN = augment.ViewPipeline(min_scale=1.0, min_ratio=1.0, jitter_probability=0.0,
@@ -187,13 +187,7 @@ def test_the_model_embeds_and_its_loss_falls_on_a_fixed_batch():
     images = _images(16, size=16)  # small: a few steps on one CPU core take seconds
     views, partners = plan.task.make_pretext_batch(images, torch.Generator().manual_seed(0))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(5):
-        loss = plan.task.loss(model(views), partners)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = losses_on_a_fixed_batch(model, plan.task.loss, views, partners, optimizer)
     assert losses[-1] < losses[0]
     h, z = simclr.embed(model, _uint8_images(5).images)
     assert h.shape == (5, model.backbone.feature_dim) and z.shape == (5, 128)

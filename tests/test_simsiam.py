@@ -6,7 +6,7 @@ import torch
 import sslbook as sb
 from sslbook.pretext import simsiam
 
-from .conftest import assert_seeded
+from .conftest import assert_seeded, losses_on_a_fixed_batch
 
 
 def _images(b=8, size=16, seed=0):
@@ -130,13 +130,7 @@ def test_loss_falls_on_a_fixed_batch_and_embed_gives_both_features():
     net = _network()
     views, partners = _batch(16)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    losses = []
-    for _ in range(5):
-        loss = simsiam.loss(net(views), partners)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = losses_on_a_fixed_batch(net, simsiam.loss, views, partners, optimizer)
     assert losses[-1] < losses[0]
     h, z = simsiam.embed(net, (255 * _images(5)).to(torch.uint8))
     d = net.backbone.feature_dim  # the projection keeps the backbone's feature size

@@ -337,9 +337,10 @@ class Settings:
     Attributes:
         k: number of clusters (at most a tenth of the images); the paper over-clusters
             (k = 10,000 for 1,000 ImageNet classes).
-        pca_dim: PCA components kept before k-means. The paper keeps 256 of AlexNet's 4,096
-            dimensions; our backbone has ``4 * width`` (64 in the ``cpu`` profile), of which we
-            keep half.
+        pca_dim: PCA components kept (and whitened) before k-means, at most the features'
+            size. The paper keeps 256 of AlexNet's 4,096 dimensions; the book keeps 32 of the
+            backbone's pooled features (``backbone.feature_dim``: 64 in the ``cpu`` profile,
+            256 in the ``gpu`` one, 32 in ``smoke``, where nothing is dropped).
         sobel: the fixed Sobel layer in front of the backbone (the paper's; it removes colour).
         uniform_sampling: draw every epoch's images uniformly over the clusters.
         reinit_head: re-initialise the classifier head (and its optimiser state) every epoch.

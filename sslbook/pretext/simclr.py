@@ -29,10 +29,10 @@ from torch import nn
 from sslbook.augment import SIMCLR_VIEWS, ViewPipeline, two_views
 from sslbook.config import Profile
 from sslbook.data import ImageSet
+from sslbook.inference import predict
 from sslbook.models import mlp_head
 from sslbook.pretext.base import PretextTask
 from sslbook.recipes import Recipe, backbone_with_head, resolve, unlabelled
-from sslbook.transforms import to_float
 
 NAME = "simclr"
 TITLE = "Contrastive learning (SimCLR)"
@@ -170,7 +170,6 @@ def histogram_partner_accuracy(views: torch.Tensor, partners: torch.Tensor, bins
     return partner_accuracy(colour_histograms(views, bins).sqrt(), partners)
 
 
-@torch.no_grad()
 def embed(
     model: nn.Module, images: torch.Tensor, batch_size: int = 256
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,16 +183,8 @@ def embed(
     Returns:
         ``(h, z)``: ``(N, feature_dim)`` and ``(N, projection_dim)``.
     """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    features, projections = [], []
-    for start in range(0, len(images), batch_size):
-        h = model.backbone(to_float(images[start : start + batch_size]).to(device))  # (b, D)
-        features.append(h.float().cpu())
-        projections.append(model.head(h).float().cpu())
-    model.train(was_training)
-    return torch.cat(features), torch.cat(projections)
+    features = predict(model.backbone, images, batch_size)  # (N, feature_dim)
+    return features, predict(model.head, features, batch_size)
 
 
 def make_task(settings: Settings = Settings()) -> PretextTask:

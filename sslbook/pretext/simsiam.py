@@ -36,9 +36,9 @@ from torch import nn
 from sslbook.augment import SIMCLR_VIEWS, ViewPipeline, two_views
 from sslbook.config import Profile
 from sslbook.data import ImageSet
+from sslbook.inference import predict
 from sslbook.pretext.base import PretextTask
 from sslbook.recipes import Recipe, resolve, seeded, shared_backbone, unlabelled
-from sslbook.transforms import to_float
 
 NAME = "simsiam"
 TITLE = "Learning without negatives (SimSiam and BYOL)"
@@ -268,22 +268,13 @@ def output_spread(outputs: SiameseOutputs, targets: torch.Tensor | None = None) 
     return normalised_std(outputs.projections) * math.sqrt(d)
 
 
-@torch.no_grad()
 def embed(
     model: SiameseNetwork, images: torch.Tensor, batch_size: int = 256
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The backbone's pooled features ``h`` and the online projections ``z`` of every image, in
     eval mode, on the CPU: ``(N, feature_dim)`` and ``(N, d)``."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    features, projections = [], []
-    for start in range(0, len(images), batch_size):
-        h = model.backbone(to_float(images[start : start + batch_size]).to(device))  # (b, D)
-        features.append(h.float().cpu())
-        projections.append(model.head.projector(h).float().cpu())
-    model.train(was_training)
-    return torch.cat(features), torch.cat(projections)
+    features = predict(model.backbone, images, batch_size)  # (N, feature_dim)
+    return features, predict(model.head.projector, features, batch_size)
 
 
 def make_task(settings: Settings = Settings()) -> PretextTask:
