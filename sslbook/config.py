@@ -73,10 +73,6 @@ class Profile:
         """The arguments of :func:`sslbook.models.build_backbone` this profile fixes."""
         return {"width": self.width, "depth": self.depth, "stem_stride": self.stem_stride}
 
-    def supervised_config(self, seed: int = 0) -> TrainConfig:
-        """Settings of the supervised baseline."""
-        return self.train_config(seed, epochs=self.supervised_epochs, lr=self.supervised_lr)
-
     def finetune_config(self, seed: int = 0) -> TrainConfig:
         """Settings for few-label fine-tuning (small batches: there are few images)."""
         return self.train_config(seed, epochs=self.finetune_epochs, batch_size=32, lr=0.02)
