@@ -87,7 +87,7 @@ PROFILES = {
     "cpu": Profile(
         name="cpu", n_unlabelled=50_000, n_labelled=5000, n_test=2000, width=16, depth=1,
         stem_stride=2, epochs=1, supervised_epochs=60, supervised_lr=0.1, batch_size=128,
-        lr=0.05, finetune_epochs=12, finetune_labels=(50, 250, 500),
+        lr=0.2, finetune_epochs=12, finetune_labels=(50, 250, 500),
         probe_labels=(2, 5, 10, 50, 100, 500),
     ),
     "gpu": Profile(

@@ -120,7 +120,7 @@ def resolve(
         seed: the run's seed.
         overrides: what the caller changes.
         **train_defaults: the technique's own departures from the profile's training settings
-            (e.g. rotation's doubled learning rate); ``overrides`` win over them.
+            (e.g. DeepCluster's constant learning rate); ``overrides`` win over them.
 
     Returns:
         ``(settings, config)``.

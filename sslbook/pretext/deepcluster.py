@@ -484,10 +484,15 @@ def make_task(settings: Settings = Settings(), seed: int = 0, n_images: int | No
                        reinit_head=settings.reinit_head)  # fmt: skip
 
 
+#: Caron et al.'s learning rate (SGD, momentum 0.9, constant): the book's profiles move theirs.
+PAPER_LR = 0.05
+
+
 def recipe(profile: Profile, seed: int = 0, data: ImageSet | None = None, **overrides) -> Recipe:
     """The chapter's headline setting: the Sobel layer in front of the shared backbone, k-means
     on PCA-whitened features every epoch, uniform sampling over clusters, a fresh head every
-    epoch, and a constant learning rate (the targets move; a decayed rate cannot follow them).
+    epoch, and the paper's constant learning rate of 0.05 (the targets move; a decayed rate cannot
+    follow them).
 
     Args:
         profile: sizes the run.
@@ -495,7 +500,8 @@ def recipe(profile: Profile, seed: int = 0, data: ImageSet | None = None, **over
         data: unlabelled images (default: the profile's pretraining images).
         **overrides: :class:`Settings` fields or :class:`~sslbook.train.TrainConfig` fields.
     """
-    settings, config = resolve(NAME, Settings(), profile, seed, overrides, schedule="constant")
+    settings, config = resolve(NAME, Settings(), profile, seed, overrides, schedule="constant",
+                                 lr=PAPER_LR)  # fmt: skip
     data = unlabelled(data, profile, seed)
     task = make_task(settings, seed, len(data))
     backbone = (

@@ -67,7 +67,8 @@ class Settings:
         predictor_dim: hidden width of the predictor (``None``: ``d / 4``, SimSiam's
             bottleneck).
         min_scale, jitter_strength, jitter_probability, grayscale_probability: the views, as in
-            :class:`sslbook.pretext.simclr.Settings` (SimCLR's CIFAR-10 pipeline).
+            :class:`sslbook.pretext.simclr.Settings` (the book's SimCLR pipeline: crops of
+            20 % to 100 % of the image).
     """
 
     stop_gradient: bool = True
@@ -75,7 +76,7 @@ class Settings:
     target_momentum: float = 0.0
     projection_dim: int | None = None
     predictor_dim: int | None = None
-    min_scale: float = 0.08
+    min_scale: float = 0.2
     jitter_strength: float = 0.5
     jitter_probability: float = 0.8
     grayscale_probability: float = 0.2
