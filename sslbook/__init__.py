@@ -12,7 +12,8 @@ from the bottom up:
 - training: :mod:`~sslbook.train` (the one loop), :mod:`~sslbook.config` (profiles),
   :mod:`~sslbook.recipes` and :mod:`~sslbook.pretext` (every technique, with its recipe);
 - measuring and showing: :mod:`~sslbook.evaluate` (the probes), :mod:`~sslbook.compare` (every
-  technique on one budget), :mod:`~sslbook.results`, :mod:`~sslbook.plot`,
+  technique on one budget), :mod:`~sslbook.references` (published results, quoted),
+  :mod:`~sslbook.results`, :mod:`~sslbook.plot`,
   :mod:`~sslbook.widgets` (interactive figures that work without a kernel, on the static book).
 """
 
@@ -41,6 +42,7 @@ from sslbook import (
     plot,
     pretext,
     recipes,
+    references,
     render,
     results,
     transforms,
@@ -60,6 +62,6 @@ __all__ = [
     "TrainConfig", "__version__", "adversarial", "build_backbone", "checkpoint", "colab", "compare",
     "config", "data", "decoders", "device", "evaluate", "fingerprint", "get_profile",
     "inference", "load_checkpoint", "load_cifar10", "load_image_folder", "load_mnist", "metrics",
-    "models", "patches", "pick_device", "plot", "pretext", "recipes", "render", "results",
-    "save_checkpoint", "seed_everything", "train", "transforms", "video", "widgets",
+    "models", "patches", "pick_device", "plot", "pretext", "recipes", "references", "render",
+    "results", "save_checkpoint", "seed_everything", "train", "transforms", "video", "widgets",
 ]  # fmt: skip
