@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslbook.augment import SIMCLR_VIEWS, ViewPipeline, two_views
+from sslbook.augment import ViewPipeline, two_views
 from sslbook.config import Profile
 from sslbook.data import ImageSet
 from sslbook.inference import predict
@@ -81,17 +81,23 @@ class Settings:
                             grayscale_probability=self.grayscale_probability)  # fmt: skip
 
 
+#: The views the recipe trains on (its default settings'), so a figure made with the default
+#: shows exactly what the network sees.
+RECIPE_VIEWS = Settings().pipeline()
+
+
 def make_pretext_batch(
     images: torch.Tensor,
     generator: torch.Generator | None = None,
-    pipeline: ViewPipeline = SIMCLR_VIEWS,
+    pipeline: ViewPipeline = RECIPE_VIEWS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Two random views of every image, and where each view's partner sits in the batch.
 
     Args:
         images: ``(B, C, H, W)`` images in [0, 1].
         generator: every crop, flip and colour change.
-        pipeline: what a view is drawn from (:class:`~sslbook.augment.ViewPipeline`).
+        pipeline: what a view is drawn from (:class:`~sslbook.augment.ViewPipeline`; default:
+            the recipe's own, :data:`RECIPE_VIEWS`).
 
     Returns:
         inputs ``(2B, C, H, W)``: the first view of every image, then the second;

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslbook.augment import SIMCLR_VIEWS, ViewPipeline, two_views
+from sslbook.augment import ViewPipeline, two_views
 from sslbook.config import Profile
 from sslbook.data import ImageSet
 from sslbook.inference import predict
@@ -114,10 +114,15 @@ class SiameseOutputs:
     targets: torch.Tensor
 
 
+#: The views the recipe trains on (its default settings'), so a figure made with the default
+#: shows exactly what the network sees.
+RECIPE_VIEWS = Settings().pipeline()
+
+
 def make_pretext_batch(
     images: torch.Tensor,
     generator: torch.Generator | None = None,
-    pipeline: ViewPipeline = SIMCLR_VIEWS,
+    pipeline: ViewPipeline = RECIPE_VIEWS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Two random views of every image, ``(2B, C, H, W)``, and each view's partner, ``(2B,)``:
     the same pairs as SimCLR's (see :func:`sslbook.augment.two_views`)."""
