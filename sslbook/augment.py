@@ -75,6 +75,36 @@ class ViewPipeline:
 SIMCLR_VIEWS = ViewPipeline()
 
 
+@dataclass(frozen=True)
+class ViewSettings:
+    """The view settings of the recipes that compare two views (SimCLR, SimSiam and BYOL): the
+    four fields of :class:`ViewPipeline` worth changing, with the book's defaults. Each recipe's
+    ``Settings`` adds its own fields to these.
+
+    Attributes:
+        min_scale: smallest crop, as a fraction of the image's area (SimCLR's 0.08; the book's
+            0.2, because at 32 pixels an 8 % crop is a 9-pixel patch, a task too hard to pay
+            off within a few epochs: measured in ``benchmarks/README.md``).
+        jitter_strength: colour distortion strength ``s`` (0.5 for CIFAR-10, as in SimCLR).
+        jitter_probability: probability that a view is colour-jittered (SimCLR's 0.8).
+        grayscale_probability: probability that a view is turned grey (SimCLR's 0.2).
+    """
+
+    min_scale: float = 0.2
+    jitter_strength: float = 0.5
+    jitter_probability: float = 0.8
+    grayscale_probability: float = 0.2
+
+    def __post_init__(self) -> None:
+        self.pipeline()  # checks the augmentation settings
+
+    def pipeline(self) -> ViewPipeline:
+        """The augmentation pipeline these settings describe."""
+        return ViewPipeline(min_scale=self.min_scale, jitter_strength=self.jitter_strength,
+                            jitter_probability=self.jitter_probability,
+                            grayscale_probability=self.grayscale_probability)  # fmt: skip
+
+
 def crop_boxes(
     n: int,
     generator: torch.Generator | None = None,

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import sslbook as sb
-from sslbook.pretext import simsiam
+from sslbook.pretext import simclr, simsiam
 
 from .conftest import assert_seeded, losses_on_a_fixed_batch
 
@@ -27,6 +27,16 @@ def test_views_are_seeded_pairs():
     views, partners = assert_seeded(simsiam.make_pretext_batch, _images(6))
     assert views.shape == (12, 3, 16, 16)
     assert torch.equal(partners[partners], torch.arange(12))
+
+
+def test_the_default_views_are_the_ones_the_recipe_trains_on():
+    # make_pretext_batch draws SimCLR's recipe views; the SimSiam recipe trains on its own
+    # settings' pipeline: the two must agree, or the chapter's figure would show other views.
+    recipe_views = simsiam.Settings().pipeline()
+    assert recipe_views == simclr.Settings().pipeline()
+    drawn, _ = simsiam.make_pretext_batch(_images(4), torch.Generator().manual_seed(1))
+    trained, _ = sb.augment.two_views(_images(4), torch.Generator().manual_seed(1), recipe_views)
+    assert torch.equal(drawn, trained)
 
 
 def test_outputs_have_the_projection_size_and_the_loss_its_range():

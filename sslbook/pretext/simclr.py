@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslbook.augment import ViewPipeline, two_views
+from sslbook.augment import ViewPipeline, ViewSettings, two_views
 from sslbook.config import Profile
 from sslbook.data import ImageSet
 from sslbook.inference import predict
@@ -43,9 +43,11 @@ NO_COLOUR = {"jitter_probability": 0.0, "grayscale_probability": 0.0}
 
 
 @dataclass(frozen=True)
-class Settings:
-    """The SimCLR recipe's own settings (the paper's CIFAR-10 choices, except two that a budget of
-    a few epochs prefers: both measured in ``benchmarks/README.md``).
+class Settings(ViewSettings):
+    """The SimCLR recipe's own settings: the views (:class:`~sslbook.augment.ViewSettings`,
+    crops from 20 % of the image) and the paper's CIFAR-10 choices, except two that a budget of
+    a few epochs prefers (the smallest crop and the temperature, both measured in
+    ``benchmarks/README.md``).
 
     Attributes:
         temperature: divides the cosine similarities before the softmax (0.5 in the official
@@ -53,32 +55,16 @@ class Settings:
             more, which at a few epochs trained better features: the book's 0.2).
         projection_dim: output size of the projection head (the paper's 128).
         hidden_dim: hidden width of the projection head.
-        min_scale: smallest crop, as a fraction of the image's area (the paper's 0.08; the
-            book's 0.2, because at 32 pixels an 8 % crop is a 9-pixel patch, a task too hard to
-            pay off within a few epochs).
-        jitter_strength: colour distortion strength ``s`` (0.5 for CIFAR-10, as in the paper).
-        jitter_probability: probability that a view is colour-jittered (the paper's 0.8).
-        grayscale_probability: probability that a view is turned grey (the paper's 0.2).
     """
 
     temperature: float = 0.2
     projection_dim: int = 128
     hidden_dim: int = 512
-    min_scale: float = 0.2
-    jitter_strength: float = 0.5
-    jitter_probability: float = 0.8
-    grayscale_probability: float = 0.2
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        self.pipeline()  # checks the augmentation settings
-
-    def pipeline(self) -> ViewPipeline:
-        """The augmentation pipeline these settings describe."""
-        return ViewPipeline(min_scale=self.min_scale, jitter_strength=self.jitter_strength,
-                            jitter_probability=self.jitter_probability,
-                            grayscale_probability=self.grayscale_probability)  # fmt: skip
+        super().__post_init__()
 
 
 #: The views the recipe trains on (its default settings'), so a figure made with the default

@@ -33,11 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslbook.augment import ViewPipeline, two_views
+from sslbook.augment import ViewSettings
 from sslbook.config import Profile
 from sslbook.data import ImageSet
 from sslbook.inference import predict
 from sslbook.pretext.base import PretextTask
+from sslbook.pretext.simclr import make_pretext_batch  # the same pairs: SimCLR's two views
 from sslbook.recipes import Recipe, resolve, seeded, shared_backbone, unlabelled
 
 NAME = "simsiam"
@@ -51,8 +52,9 @@ BYOL_MOMENTUM = 0.99
 
 
 @dataclass(frozen=True)
-class Settings:
-    """The SimSiam recipe's own settings.
+class Settings(ViewSettings):
+    """The SimSiam recipe's own settings: the views, SimCLR's
+    (:class:`~sslbook.augment.ViewSettings`), and these.
 
     Attributes:
         stop_gradient: treat the target branch as a constant (SimSiam's key ingredient; ``False``
@@ -66,9 +68,6 @@ class Settings:
             backbone's feature size, as SimSiam keeps its ResNet's 2048).
         predictor_dim: hidden width of the predictor (``None``: ``d / 4``, SimSiam's
             bottleneck).
-        min_scale, jitter_strength, jitter_probability, grayscale_probability: the views, as in
-            :class:`sslbook.pretext.simclr.Settings` (the book's SimCLR pipeline: crops of
-            20 % to 100 % of the image).
     """
 
     stop_gradient: bool = True
@@ -76,10 +75,6 @@ class Settings:
     target_momentum: float = 0.0
     projection_dim: int | None = None
     predictor_dim: int | None = None
-    min_scale: float = 0.2
-    jitter_strength: float = 0.5
-    jitter_probability: float = 0.8
-    grayscale_probability: float = 0.2
 
     def __post_init__(self) -> None:
         if not 0 <= self.target_momentum < 1:
@@ -89,13 +84,7 @@ class Settings:
                 "an EMA target network (target_momentum > 0) is never trained by gradients, so "
                 "stop_gradient=False only applies to SimSiam (target_momentum=0)"
             )
-        self.pipeline()  # checks the augmentation settings
-
-    def pipeline(self) -> ViewPipeline:
-        """The augmentation pipeline these settings describe."""
-        return ViewPipeline(min_scale=self.min_scale, jitter_strength=self.jitter_strength,
-                            jitter_probability=self.jitter_probability,
-                            grayscale_probability=self.grayscale_probability)  # fmt: skip
+        super().__post_init__()
 
 
 @dataclass
@@ -112,21 +101,6 @@ class SiameseOutputs:
     predictions: torch.Tensor
     projections: torch.Tensor
     targets: torch.Tensor
-
-
-#: The views the recipe trains on (its default settings'), so a figure made with the default
-#: shows exactly what the network sees.
-RECIPE_VIEWS = Settings().pipeline()
-
-
-def make_pretext_batch(
-    images: torch.Tensor,
-    generator: torch.Generator | None = None,
-    pipeline: ViewPipeline = RECIPE_VIEWS,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two random views of every image, ``(2B, C, H, W)``, and each view's partner, ``(2B,)``:
-    the same pairs as SimCLR's (see :func:`sslbook.augment.two_views`)."""
-    return two_views(images, generator, pipeline)
 
 
 def build_projector(feature_dim: int, dim: int = 256) -> nn.Module:
