@@ -4,8 +4,11 @@ Ren & Lee (2018, arXiv 1711.09082) trained on renders of synthetic indoor scenes
 SceneNet), whose every pixel comes with its true depth, surface normal and object contour for
 free. SUNCG is no longer distributed, so this module makes such scenes itself, from nothing but
 random numbers: a ground plane, a back wall, a few spheres and boxes, each with a procedural
-texture (checker, stripes or smooth noise), lit by one directional light with Lambertian shading,
-ambient light and hard shadows, and seen by a pinhole camera that casts one ray per pixel.
+texture (checker, stripes or smooth noise) or, if asked, a photograph pasted on it like wallpaper,
+lit by one directional light with Lambertian shading, ambient light and hard shadows, and seen by a
+pinhole camera that casts one ray per pixel. Photographs on the surfaces bring the colours and
+textures of real images into the renders while the geometry stays exact: a cheap way to narrow
+the gap between the two domains (Ren & Lee's renders were textured with real materials too).
 
 Everything is batched tensor algebra over ``(scenes, pixels, objects)``: no Python loop touches a
 pixel, so thousands of 32x32 scenes render in about a second on a CPU. The scene parameters come
@@ -33,6 +36,8 @@ TEXTURES = ("checker", "stripes", "noise")
 FIELD_OF_VIEW = math.radians(60)
 #: Sine waves summed by the noise texture.
 NOISE_WAVES = 4
+#: Side, in scene units, of the square one photograph covers on a surface (it repeats beyond).
+PHOTO_SPAN = 4.0
 #: Relative depth change between neighbouring pixels that counts as an edge.
 DEPTH_JUMP = 0.5
 _EPS = 1e-4
@@ -56,6 +61,8 @@ class Scenes:
         texture: ``(B, M)`` index into :data:`TEXTURES`. color_a, color_b: ``(B, M, 3)``.
         frequency: ``(B, M, NOISE_WAVES, 3)`` spatial frequencies of the pattern.
         phase: ``(B, M, NOISE_WAVES)``.
+        photo: ``(B, M)`` int64, the photograph pasted on each surface instead of its procedural
+            texture (an index into the ``photos`` given to :func:`render`), or -1 for none.
     """
 
     sphere_center: torch.Tensor
@@ -75,6 +82,7 @@ class Scenes:
     color_b: torch.Tensor
     frequency: torch.Tensor
     phase: torch.Tensor
+    photo: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.pitch)
@@ -111,13 +119,24 @@ def _uniform(generator: torch.Generator, low: float, high: float, *shape: int) -
 
 
 def sample_scenes(
-    n: int, generator: torch.Generator | None = None, spheres: int = 2, boxes: int = 2
+    n: int,
+    generator: torch.Generator | None = None,
+    spheres: int = 2,
+    boxes: int = 2,
+    photos: int = 0,
+    photo_probability: float = 0.0,
 ) -> Scenes:
     """Draw ``n`` random scenes: objects rest on the ground in front of the wall, in view.
 
     Each sphere and box is present with probability 3/4; the light comes from above, on the
-    camera's side; colours are drawn per surface, two per texture.
+    camera's side; colours are drawn per surface, two per texture. With ``photos`` > 0, each
+    surface shows one of that many photographs with probability ``photo_probability`` (drawn
+    last, so the rest of the scenes are those of the same seed without photographs).
     """
+    if not 0 <= photo_probability <= 1:
+        raise ValueError(f"photo_probability must be in [0, 1], got {photo_probability}")
+    if photo_probability > 0 and photos < 1:
+        raise ValueError("photo_probability > 0 needs photographs: pass photos >= 1")
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     ground = _uniform(g, 0.7, 1.6, n)  # camera height above the ground
     wall = _uniform(g, 6.0, 11.0, n)
@@ -155,7 +174,16 @@ def sample_scenes(
         color_b=torch.rand(n, m, 3, generator=g),
         frequency=directions * _uniform(g, 1.5, 6.0, n, m, 1, 1),
         phase=_uniform(g, 0.0, 2 * math.pi, n, m, NOISE_WAVES),
+        photo=_draw_photos(g, n, m, photos, photo_probability),
     )
+
+
+def _draw_photos(g: torch.Generator, n: int, m: int, photos: int, probability: float):
+    none = torch.full((n, m), -1, dtype=torch.long)
+    if probability == 0:
+        return none
+    chosen = torch.rand(n, m, generator=g) < probability
+    return torch.where(chosen, torch.randint(photos, (n, m), generator=g), none)
 
 
 # --- rays and intersections: every function works on (B, P) rays and (B, N) objects ----------
@@ -271,11 +299,38 @@ def _gather(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
 def local_position(scenes: Scenes, points: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """Hit points ``(B, P, 3)`` in the frame of the surface they lie on, so textures stick to
     objects: planes keep world coordinates, spheres are centred, boxes centred and un-rotated."""
-    b, s = len(scenes), scenes.sphere_center.shape[1]
-    zeros = torch.zeros(b, 2, 3)
+    zeros = torch.zeros(len(scenes), 2, 3)
     centers = torch.cat([zeros, scenes.sphere_center, scenes.box_center], 1)  # (B, M, 3)
-    yaws = torch.cat([torch.zeros(b, 2 + s), scenes.box_yaw], 1)  # (B, M)
-    return rotate_y(points - _gather(centers, ids), -_gather(yaws, ids))
+    return rotate_y(points - _gather(centers, ids), -_surface_yaw(scenes, ids))
+
+
+def _surface_yaw(scenes: Scenes, ids: torch.Tensor) -> torch.Tensor:
+    """``(B, P)`` rotation about the vertical of the surface each pixel sees (boxes only)."""
+    b, s = len(scenes), scenes.sphere_center.shape[1]
+    return _gather(torch.cat([torch.zeros(b, 2 + s), scenes.box_yaw], 1), ids)
+
+
+def photo_texels(
+    photos: torch.Tensor, photo: torch.Tensor, position: torch.Tensor, normals: torch.Tensor
+) -> torch.Tensor:
+    """The colour ``(B, P, 3)`` of photograph ``photo`` ``(B, P)`` (indices into ``photos``
+    ``(N, 3, h, w)``, uint8 or float; -1 pixels get any photo's texel, to be discarded) at
+    surface-frame ``position`` ``(B, P, 3)``.
+
+    The photo is projected along the axis the surface faces (``normals``, in the surface's
+    frame): a wall shows it upright, the ground lying flat, a box face by face; it covers
+    :data:`PHOTO_SPAN` units, centred on the surface's origin (an object's centre), and repeats
+    beyond, like wallpaper.
+    """
+    h, w = photos.shape[-2:]
+    facing = normals.abs().argmax(-1)  # (B, P): 0 x, 1 y, 2 z
+    other_axes = torch.tensor([[2, 1], [0, 2], [0, 1]])[facing]  # (B, P, 2): (u, v) axes
+    uv = position.gather(-1, other_axes) / PHOTO_SPAN + 0.5  # centred on the surface's origin
+    uv = uv - uv.floor()  # (B, P, 2) in [0, 1)
+    column = (uv[..., 0] * w).long().clamp(max=w - 1)
+    row = ((1 - uv[..., 1]) * h).long().clamp(0, h - 1)  # v up, image rows down
+    texels = photos[photo.clamp(min=0), :, row, column]  # (B, P, 3)
+    return texels.float() / 255 if photos.dtype == torch.uint8 else texels.float()
 
 
 def albedo(scenes: Scenes, position: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -325,13 +380,17 @@ def edge_map(ids: torch.Tensor, depth: torch.Tensor, jump: float = DEPTH_JUMP) -
     return edges.float()
 
 
-def render(scenes: Scenes, size: int = 32, shadows: bool = True) -> Renders:
+def render(
+    scenes: Scenes, size: int = 32, shadows: bool = True, photos: torch.Tensor | None = None
+) -> Renders:
     """Ray-cast every pixel of every scene at once.
 
     Args:
         scenes: ``B`` scenes (see :func:`sample_scenes`).
         size: image side in pixels.
         shadows: cast a second ray per pixel towards the light.
+        photos: ``(N, 3, h, w)`` photographs (uint8, or float in [0, 1]) that
+            ``scenes.photo`` indexes; needed when a surface shows one.
 
     Returns:
         :class:`Renders` with images, depth, normals, edges and ids, all ``(B, ., size, size)``.
@@ -349,7 +408,15 @@ def render(scenes: Scenes, size: int = 32, shadows: bool = True) -> Renders:
     normals = torch.cat([n_plane, n_sphere, n_box], 2)  # (B, P, M, 3)
     normals = normals.gather(2, ids[..., None, None].expand(-1, -1, 1, 3)).squeeze(2)
     points = rays * depth[..., None]  # (B, P, 3)
-    color = albedo(scenes, local_position(scenes, points, ids), ids)
+    position = local_position(scenes, points, ids)
+    color = albedo(scenes, position, ids)  # (B, P, 3)
+    photo = _gather(scenes.photo, ids)  # (B, P)
+    if (photo >= 0).any():
+        if photos is None:
+            raise ValueError("these scenes show photographs: pass them to render(photos=...)")
+        local_normals = rotate_y(normals, -_surface_yaw(scenes, ids))
+        texels = photo_texels(photos, photo, position, local_normals)
+        color = torch.where(photo[..., None] >= 0, texels, color)
     lambert = (normals * scenes.light[:, None]).sum(-1).clamp(min=0)  # (B, P)
     if shadows:
         lambert = lambert * ~in_shadow(scenes, points, normals)
@@ -371,12 +438,21 @@ def render(scenes: Scenes, size: int = 32, shadows: bool = True) -> Renders:
 
 
 def render_random(
-    n: int, seed: int = 0, size: int = 32, chunk: int = 256, shadows: bool = True
+    n: int,
+    seed: int = 0,
+    size: int = 32,
+    chunk: int = 256,
+    shadows: bool = True,
+    photos: torch.Tensor | None = None,
+    photo_probability: float = 0.0,
 ) -> Renders:
-    """``n`` random scenes from ``seed``, rendered ``chunk`` at a time (bounded memory).
+    """``n`` random scenes from ``seed``, rendered ``chunk`` at a time (bounded memory); with
+    ``photos`` ``(N, 3, h, w)``, each surface shows one of them with ``photo_probability``.
 
     The same ``(n, seed)`` always gives the same renders, whatever ``chunk`` is.
     """
-    scenes = sample_scenes(n, torch.Generator().manual_seed(seed))
-    parts = [render(scenes[i : i + chunk], size, shadows) for i in range(0, n, chunk)]
+    count = 0 if photos is None else len(photos)
+    scenes = sample_scenes(n, torch.Generator().manual_seed(seed), photos=count,
+                           photo_probability=photo_probability)  # fmt: skip
+    parts = [render(scenes[i : i + chunk], size, shadows, photos) for i in range(0, n, chunk)]
     return Renders(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(Renders)))

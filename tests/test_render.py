@@ -1,6 +1,7 @@
 import math
 from dataclasses import replace
 
+import pytest
 import torch
 
 from sslbook import render
@@ -114,3 +115,34 @@ def test_shadows_darken_the_ground_under_a_sphere():
     assert darker.any()
     assert (shaded.ids[0, 0][darker] == render.GROUND).all()  # cast on the ground
     assert darker.nonzero()[:, 1].float().mean() < 16  # to the left, away from the light
+
+
+def test_photographs_replace_textures_and_leave_the_geometry_alone():
+    photos = torch.rand(5, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    plain = render.render_random(16, seed=4, size=24)
+    pasted = render.render_random(16, seed=4, size=24, photos=photos, photo_probability=1.0)
+    for name in ("depth", "normals", "edges", "ids"):
+        assert torch.equal(getattr(plain, name), getattr(pasted, name))
+    assert not torch.allclose(plain.images, pasted.images)
+    none = render.render_random(16, seed=4, size=24, photos=photos, photo_probability=0.0)
+    assert torch.equal(plain.images, none.images)
+
+
+def test_a_lit_wall_shows_its_photograph_upright():
+    # A level camera facing an empty room: the wall fills the upper half of the image. A photo
+    # that is red on top and blue below must appear red above blue, whatever the shading.
+    photo = torch.zeros(1, 3, 8, 8)
+    photo[0, 0, :4], photo[0, 2, 4:] = 1.0, 1.0
+    room = {"wall_distance": torch.tensor([2.0]), "ground_height": torch.tensor([50.0])}
+    scenes = replace(empty_scene(), photo=torch.zeros(1, 4, dtype=torch.long), **room)
+    image = render.render(scenes, size=32, shadows=False, photos=photo).images[0]
+    red, blue = image[0] > image[2], image[2] > image[0]  # (32, 32) each
+    assert red[:15].all() and blue[17:].all()
+
+
+def test_scenes_with_photographs_need_them():
+    scenes = replace(empty_scene(), photo=torch.zeros(1, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="photos"):
+        render.render(scenes, size=8)
+    with pytest.raises(ValueError, match="photos >= 1"):
+        render.sample_scenes(2, photo_probability=0.5)

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 import sslbook as sb
@@ -106,6 +107,20 @@ def test_bank_is_cached(tmp_path, monkeypatch):
     assert list((tmp_path / "synthetic").glob("*.pt"))
     b = synthetic.load_bank(10, seed=2)
     assert torch.equal(a.images, b.images) and len(a) == 10
+
+
+def test_photo_textured_banks_are_keyed_by_the_photographs(tmp_path, monkeypatch, cifar_small):
+    monkeypatch.setenv("SSLBOOK_CACHE", str(tmp_path))
+    photos, other = cifar_small
+    plain = synthetic.bank_for(photos, synthetic.Settings(bank_size=6))
+    pasted = synthetic.bank_for(photos, synthetic.Settings(bank_size=6, photo_textures=1.0))
+    elsewhere = synthetic.bank_for(other, synthetic.Settings(bank_size=6, photo_textures=1.0))
+    assert torch.equal(plain.depth, pasted.depth)  # the same scenes, other surfaces
+    assert not torch.equal(plain.images, pasted.images)
+    assert not torch.equal(pasted.images, elsewhere.images)
+    assert len(list((tmp_path / "synthetic").glob("*.pt"))) == 3
+    with pytest.raises(ValueError, match="photo_textures"):
+        synthetic.Settings(photo_textures=1.5)
 
 
 def test_trains_through_the_book_loop():

@@ -42,7 +42,7 @@ from sslbook import plot, render
 from sslbook.checkpoint import atomic_write, cache_path
 from sslbook.config import Profile
 from sslbook.data import ImageSet
-from sslbook.fingerprint import fingerprint
+from sslbook.fingerprint import data_digest, fingerprint
 from sslbook.pretext.base import PretextTask
 from sslbook.recipes import Recipe, resolve, seeded, shared_backbone, unlabelled
 from sslbook.transforms import to_float
@@ -142,14 +142,25 @@ class Bank:
         return len(self.images)
 
 
-def load_bank(n: int, seed: int = 0, size: int = 32) -> Bank:
-    """``n`` rendered scenes from ``seed``, cached on disk (rendering is cheap, but not free).
+def load_bank(
+    n: int,
+    seed: int = 0,
+    size: int = 32,
+    photos: ImageSet | None = None,
+    photo_probability: float = 0.0,
+) -> Bank:
+    """``n`` rendered scenes from ``seed``, cached on disk (rendering is cheap, but not free);
+    with ``photos``, each surface shows one of their images with ``photo_probability``
+    (:func:`sslbook.render.render_random`).
 
     Rendering 5,000 scenes takes seconds on an idle CPU; the cache makes re-running a notebook
-    instant. The file is keyed by the settings and the package source, so a change to either
-    renders a new bank; a damaged file is rendered again, with a warning.
+    instant. The file is keyed by the settings, the photographs and the package source, so a
+    change to any of them renders a new bank; a damaged file is rendered again, with a warning.
     """
-    path = cache_path("synthetic", "bank", fingerprint(n, seed, size), suffix=".pt")
+    pictures = photos.images if photos is not None and photo_probability > 0 else None
+    key = fingerprint(n, seed, size, photo_probability if pictures is not None else 0.0,
+                      data_digest(photos) if pictures is not None else None)  # fmt: skip
+    path = cache_path("synthetic", "bank", key, suffix=".pt")
     if path.exists():
         try:
             return Bank(**torch.load(path, weights_only=True))
@@ -158,7 +169,9 @@ def load_bank(n: int, seed: int = 0, size: int = 32) -> Bank:
                 f"{path} could not be read ({type(error).__name__}); rendering the bank again",
                 stacklevel=2,
             )
-    bank = Bank.from_renders(render.render_random(n, seed, size))
+    renders = render.render_random(n, seed, size, photos=pictures,
+                                   photo_probability=photo_probability)  # fmt: skip
+    bank = Bank.from_renders(renders)
     atomic_write(path, lambda f: torch.save(vars(bank), f))
     return bank
 
@@ -446,17 +459,27 @@ class Settings:
             gradient reversal layer, pushes the backbone to make the two domains look alike.
         reversal: the gradient reversal's ``lambda``.
         bank_size: rendered scenes drawn from (``None``: as many as there are real images).
+        photo_textures: probability that a rendered surface shows one of the unlabelled
+            photographs instead of a procedural texture (0: the renders of pure random numbers;
+            :func:`sslbook.render.render`). The geometry, and so every label, stays exact.
     """
 
     adapt: bool = True
     reversal: float = 1.0
     bank_size: int | None = None
+    photo_textures: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.photo_textures <= 1:
+            raise ValueError(f"photo_textures must be in [0, 1], got {self.photo_textures}")
 
 
 def bank_for(data: ImageSet, settings: Settings = Settings(), seed: int = 0) -> Bank:
     """The renders a recipe draws from: ``settings.bank_size`` scenes (default: one per real
-    image) from ``seed``, at the real images' size (:func:`load_bank`)."""
-    return load_bank(settings.bank_size or len(data), seed=seed, size=data.images.shape[-1])
+    image) from ``seed``, at the real images' size, their surfaces textured with the real
+    images themselves with probability ``settings.photo_textures`` (:func:`load_bank`)."""
+    return load_bank(settings.bank_size or len(data), seed=seed, size=data.images.shape[-1],
+                     photos=data, photo_probability=settings.photo_textures)  # fmt: skip
 
 
 def make_task(
