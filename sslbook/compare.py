@@ -105,6 +105,33 @@ def pretrain(
 # ------------------------------------------------------------------------------ measurements
 
 
+def probe_by_budget(
+    names: Sequence[str],
+    profile: Profile,
+    budgets: Sequence[int],
+    train_set: ImageSet,
+    test_set: ImageSet,
+    seed: int = 0,
+) -> dict[str, list[float]]:
+    """Linear probe (at the validation-chosen block) of each technique's recipe after each
+    number of epochs in ``budgets``: ``{name: [accuracy per budget]}``.
+
+    Whether one technique trails another because of its budget shows in the slopes: a curve
+    still climbing faster than its rival's is catching up. Every run is an ordinary recipe run,
+    so one that a chapter or the comparison has trained (the profile's epochs, a chapter's
+    budget) is loaded from its checkpoint, not trained again.
+    """
+    curves = {}
+    for name in names:
+        curves[name] = []
+        for epochs in budgets:
+            plan = recipe(name, profile, seed, epochs)
+            plan.train()
+            backbone = plan.backbone.eval()
+            curves[name].append(evaluate_backbone(backbone, train_set, test_set, seed).linear_probe)
+    return curves
+
+
 def fine_tune_at(
     backbone: nn.Module,
     train_set: ImageSet,
@@ -168,6 +195,30 @@ def measure(
     if tsne:
         result["tsne"] = tsne_map(backbone, test_set, block, seed=seed)
     return result
+
+
+#: Probe differences smaller than this (one point) are within the seed-to-seed spread of the
+#: ``cpu`` profile's probes (``benchmarks/README.md``): two such runs are level.
+LEVEL = 0.01
+
+
+def budget_verdict(curves: dict[str, list[float]], method: str, rival: str) -> str:
+    """One sentence on :func:`probe_by_budget`'s ``curves``: is ``method`` ahead of ``rival`` at
+    the largest budget, and if it is behind, is it closing the gap (gaining more from the
+    extra epochs)?"""
+    gap = curves[method][-1] - curves[rival][-1]
+    gain, rival_gain = (curves[name][-1] - curves[name][0] for name in (method, rival))
+    if abs(gap) < LEVEL:
+        return f"{method} and {rival} are level at this budget ({gap:+.1%})"
+    if gap > 0:
+        return f"{method} is ahead of {rival} at this budget ({gap:+.1%})"
+    if gain - rival_gain >= LEVEL:
+        return (f"{method} is behind {rival} at this budget ({gap:+.1%}) but gains more from "
+                f"the extra epochs ({gain:+.1%} against {rival_gain:+.1%}): a gap of training "
+                "time, which more epochs would narrow")  # fmt: skip
+    return (f"{method} is behind {rival} at this budget ({gap:+.1%}) and gains no more from "
+            f"the extra epochs ({gain:+.1%} against {rival_gain:+.1%}): more epochs alone are "
+            "unlikely to close it")  # fmt: skip
 
 
 # ------------------------------------------------------------------------------ the whole table

@@ -121,6 +121,27 @@ def test_run_reuses_a_stored_result_of_the_same_code_and_budget(monkeypatch):
         compare.run(TINY, data, data, seeds=(0,), epochs=2, techniques=["context"], progress=False)
 
 
+@needs_data
+def test_probe_by_budget_gives_one_probe_per_budget_and_reuses_the_runs():
+    data = random_images(80)
+    curves = compare.probe_by_budget(["rotation", "context"], TINY, [1, 2], data, data)
+    assert list(curves) == ["rotation", "context"]
+    assert all(len(ys) == 2 and all(0 <= y <= 1 for y in ys) for ys in curves.values())
+    trained = compare.recipe("rotation", TINY, epochs=2)
+    assert trained.checkpoint_path.exists()  # the runs are ordinary, checkpointed recipe runs
+    assert compare.probe_by_budget(["rotation", "context"], TINY, [1, 2], data, data) == curves
+
+
+def test_budget_verdict_separates_ahead_level_catching_up_and_stuck():
+    def verdict(mine, theirs):
+        return compare.budget_verdict({"a": mine, "b": theirs}, "a", "b")
+
+    assert "ahead" in verdict([0.40, 0.50], [0.40, 0.45])
+    assert "level" in verdict([0.40, 0.455], [0.40, 0.45])
+    assert "more epochs would narrow" in verdict([0.30, 0.42], [0.40, 0.45])  # behind, gaining
+    assert "unlikely to close it" in verdict([0.38, 0.40], [0.40, 0.45])
+
+
 def test_a_result_under_another_key_is_not_loaded(tmp_path):
     path = tmp_path / "rotation.json"
     sb.results.write_json(path, {"method": "rotation", "key": "abc"})
