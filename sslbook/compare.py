@@ -1,10 +1,10 @@
 """Every pretext task of the book on the same backbone, data, budget and probes.
 
-A chapter tunes its own run to show its technique at its best (rotation trains 20 epochs,
-context prediction 40). That makes chapters good teachers and bad witnesses for a comparison.
-Here every technique gets the same *budget*: ``epochs`` passes over the same ``n_train``
-unlabelled images, so each has seen exactly as many images. Everything else is the chapter's
-headline setting: its task, head, optimiser and, for the two GAN chapters, its adversary.
+A chapter tunes its own run to show its technique at its best (rotation trains three times the
+profile's epochs, context prediction ten times). That makes chapters good teachers and bad
+witnesses for a comparison. Here every technique gets the same *budget*: ``epochs`` passes over
+the same ``n_unlabelled`` images, so each has seen exactly as many images. Everything else is the
+chapter's headline setting: its task, head, optimiser and, for the two GAN chapters, its adversary.
 
 - :func:`recipe` is the technique's own ``recipe`` (from :mod:`sslbook.pretext`, the same one
   its chapter calls) with the comparison's budget;
