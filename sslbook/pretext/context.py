@@ -50,7 +50,9 @@ NEIGHBOUR_CELLS = (0, 1, 2, 3, 5, 6, 7, 8)  # the grid cell (row-major) of each 
 CENTRE_CELL = 4
 NAMES = ("up-left", "up", "up-right", "left", "right", "down-left", "down", "down-right")
 GRID = Grid(size=72, gap=4, jitter=2)  # 24-px cells, 16-px patches, 4..12 px between patches
-SHORTCUT_GRID = Grid(size=72, gap=0, jitter=0)  # touching 24-px patches: edges can be matched
+#: Touching 16-px patches (the cells of a 48-px upsampling): edges can be matched across the
+#: border. The same patch size as :data:`GRID`'s, so a shortcut run costs what a defended one does.
+SHORTCUT_GRID = Grid(size=48, gap=0, jitter=0)
 
 
 def make_pretext_batch(
