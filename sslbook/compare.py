@@ -221,6 +221,16 @@ def budget_verdict(curves: dict[str, list[float]], method: str, rival: str) -> s
             "unlikely to close it")  # fmt: skip
 
 
+def budget_report(
+    curves: dict[str, list[float]], budgets: Sequence[int], method: str, rival: str
+) -> str:
+    """Each curve's probe at each budget, a line per technique, then :func:`budget_verdict`."""
+    lines = [f"{name:9s} " + "  ".join(f"{n} epochs: {p:.1%}"
+                                       for n, p in zip(budgets, probes, strict=True))
+             for name, probes in curves.items()]  # fmt: skip
+    return "\n".join([*lines, budget_verdict(curves, method, rival)])
+
+
 # ------------------------------------------------------------------------------ the whole table
 
 

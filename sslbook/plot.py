@@ -165,6 +165,22 @@ def plot_curves(
     return fig
 
 
+def plot_probe_by_budget(
+    curves: Mapping[str, Sequence[float]],
+    budgets: Sequence[int],
+    random_init: float,
+    title: str | None = None,
+):
+    """:func:`sslbook.compare.probe_by_budget`'s curves against the pretraining epochs, with
+    random init's probe as a dotted line and a tick at every budget measured."""
+    fig = plot_curves(curves, budgets, "pretraining epochs", ylabel="linear probe", title=title)
+    ax = fig.axes[0]
+    ax.axhline(random_init, color="black", linestyle=":", label="random init")
+    ax.set_xticks(list(budgets))
+    ax.legend(frameon=False)
+    return fig
+
+
 def plot_label_efficiency(
     curves: Mapping[str, Sequence[float]],
     labels_per_class: Sequence[int],

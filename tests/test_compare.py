@@ -140,6 +140,9 @@ def test_budget_verdict_separates_ahead_level_catching_up_and_stuck():
     assert "level" in verdict([0.40, 0.455], [0.40, 0.45])
     assert "more epochs would narrow" in verdict([0.30, 0.42], [0.40, 0.45])  # behind, gaining
     assert "unlikely to close it" in verdict([0.38, 0.40], [0.40, 0.45])
+    report = compare.budget_report({"a": [0.38, 0.40], "b": [0.40, 0.45]}, [1, 3], "a", "b")
+    assert report.splitlines()[0] == "a         1 epochs: 38.0%  3 epochs: 40.0%"
+    assert report.splitlines()[-1] == verdict([0.38, 0.40], [0.40, 0.45])
 
 
 def test_a_result_under_another_key_is_not_loaded(tmp_path):
