@@ -190,12 +190,19 @@ def _random_images(n: int = 64) -> sb.ImageSet:
 
 
 def test_the_features_content_loss_comes_from_the_discriminator():
-    plan = superres.recipe(sb.get_profile("smoke"), data=_random_images(), content="features")
+    plan = superres.recipe(
+        sb.get_profile("smoke"), data=_random_images(), content="features",
+        adversarial_weight=superres.SRGAN_WEIGHT,
+    )  # fmt: skip
     assert plan.adversary.content_weight == 1.0
     x = torch.rand(2, 3, 32, 32)
     assert plan.task.loss(x, torch.rand(2, 3, 32, 32)) == 0  # no pixel loss of its own
+    srgan = superres.recipe(
+        sb.get_profile("smoke"), data=_random_images(), adversarial_weight=superres.SRGAN_WEIGHT
+    )
+    assert srgan.adversary.weight == 1e-3 and srgan.adversary.content_weight == 0.0
     default = superres.recipe(sb.get_profile("smoke"), data=_random_images())
-    assert default.adversary.weight == 1e-3 and default.adversary.content_weight == 0.0
+    assert default.adversary is None  # the headline is SRResNet: the pixel MSE alone
 
 
 def test_image_quality_uses_psnr_and_ssim():
