@@ -1,7 +1,7 @@
 """Every pretext task of the book on the same backbone, data, budget and probes.
 
 A chapter tunes its own run to show its technique at its best (rotation trains three times the
-profile's epochs, context prediction ten times). That makes chapters good teachers and bad
+profile's epochs, colorization twice). That makes chapters good teachers and bad
 witnesses for a comparison. Here every technique gets the same *budget*: ``epochs`` passes over
 the same ``n_unlabelled`` images, so each has seen exactly as many images. Everything else is the
 chapter's headline setting: its task, head, optimiser and, for the two GAN chapters, its adversary.

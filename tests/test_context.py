@@ -16,6 +16,19 @@ def test_labels_name_the_eight_neighbours_row_by_row():
     assert context.neighbour_cell(torch.tensor([0, 4, 7])).tolist() == [0, 5, 8]
 
 
+def assert_pair_at(pair: torch.Tensor, big: torch.Tensor, position: int, grid=context.GRID):
+    """The centre patch inside the centre cell of ``big`` (the upsampled image), the neighbour
+    one cell away from it in the direction ``position`` names."""
+    (cy, cx), (ny, nx) = (locate_patch(patch, big) for patch in pair)
+    dy, dx = context.OFFSETS[position]
+    assert grid.cell <= cy and cy + grid.tile <= 2 * grid.cell
+    assert grid.cell <= cx and cx + grid.tile <= 2 * grid.cell
+    assert (ny - cy) * dy >= (grid.tile + grid.gap) * abs(dy)
+    assert (nx - cx) * dx >= (grid.tile + grid.gap) * abs(dx)
+    assert abs(ny - cy) <= (grid.tile + grid.gap + 4 * grid.jitter) * abs(dy) + 2 * grid.jitter
+    assert abs(nx - cx) <= (grid.tile + grid.gap + 4 * grid.jitter) * abs(dx) + 2 * grid.jitter
+
+
 def test_neighbour_sits_where_the_label_says():
     images = torch.rand(8, 3, 32, 32)
     g = torch.Generator().manual_seed(0)
@@ -24,16 +37,7 @@ def test_neighbour_sits_where_the_label_says():
     assert inputs.shape == (8, 2, 3, grid.tile, grid.tile)
     big = upsample(images, grid.size)
     for b in range(8):
-        cy, cx = locate_patch(inputs[b, 0], big[b])
-        ny, nx = locate_patch(inputs[b, 1], big[b])
-        dy, dx = context.OFFSETS[targets[b]]
-        # centre patch inside the centre cell, neighbour one cell away in the labelled direction
-        assert grid.cell <= cy and cy + grid.tile <= 2 * grid.cell
-        assert grid.cell <= cx and cx + grid.tile <= 2 * grid.cell
-        assert (ny - cy) * dy >= (grid.tile + grid.gap) * abs(dy)
-        assert (nx - cx) * dx >= (grid.tile + grid.gap) * abs(dx)
-        assert abs(ny - cy) <= (grid.tile + grid.gap + 4 * grid.jitter) * abs(dy) + 2 * grid.jitter
-        assert abs(nx - cx) <= (grid.tile + grid.gap + 4 * grid.jitter) * abs(dx) + 2 * grid.jitter
+        assert_pair_at(inputs[b], big[b], int(targets[b]))
 
 
 @pytest.mark.parametrize("grid", [context.GRID, context.SHORTCUT_GRID, Grid(50, 1, 2)], ids=repr)
@@ -43,6 +47,35 @@ def test_patches_never_leave_the_image(grid):
     images = torch.rand(64, 3, 32, 32)
     inputs, targets = context.make_pretext_batch(images, torch.Generator().manual_seed(1), grid)
     assert inputs.shape[-1] == grid.tile and set(targets.tolist()) <= set(range(8))
+
+
+@pytest.mark.parametrize("pairs", [2, context.PAIRS, 8])
+def test_several_pairs_per_image_come_from_that_image_at_distinct_positions(pairs):
+    images = torch.rand(5, 3, 32, 32)
+    inputs, targets = context.make_pretext_batch(images, torch.Generator().manual_seed(0),
+                                                 colour="keep", pairs=pairs)  # fmt: skip
+    assert inputs.shape[:2] == (5 * pairs, 2) and targets.shape == (5 * pairs,)
+    big = upsample(images, context.GRID.size)
+    for i, positions in enumerate(targets.view(5, pairs)):
+        assert len(set(positions.tolist())) == pairs  # no position twice for one image
+        for pair, position in zip(inputs[i * pairs : (i + 1) * pairs], positions, strict=True):
+            assert_pair_at(pair, big[i], int(position))  # cut from image i, where it says
+    if pairs == 8:
+        assert (targets.view(5, 8).sort(1).values == torch.arange(8)).all()
+
+
+def test_pairs_per_image_out_of_range_is_refused():
+    with pytest.raises(ValueError, match="pairs must be 1 to 8"):
+        context.make_pretext_batch(torch.rand(2, 3, 32, 32), pairs=9)
+    with pytest.raises(ValueError, match="pairs must be 1 to 8"):
+        context.Settings(pairs=0)
+
+
+def test_recipe_cuts_its_pairs_per_image():
+    recipe = context.recipe(sb.get_profile("smoke"), seed=0)
+    _, targets = recipe.task.make_pretext_batch(torch.rand(3, 3, 32, 32),
+                                                torch.Generator().manual_seed(0))  # fmt: skip
+    assert recipe.settings.pairs == context.PAIRS and targets.shape == (3 * context.PAIRS,)
 
 
 def test_shortcut_patches_touch():

@@ -9,7 +9,9 @@ which of the eight it is. Saying "this wheel is below-left of that door" require
 wheels and doors are.
 
 Both patches go through the same backbone (shared weights); a small head sees the two feature
-vectors side by side and picks one of the eight positions. The paper's main lesson is about
+vectors side by side and picks one of the eight positions. Each image gives several pairs per
+step, at distinct positions (:data:`PAIRS`), as the rotation chapter feeds every image in all
+four rotations. The paper's main lesson is about
 *shortcuts*: with touching patches the network matches edges and textures across the border, and
 with colour kept it can read the position from chromatic aberration. So patches are cut with a
 gap and jitter, normalised one by one, and colour is taken away as a cue (see
@@ -53,6 +55,10 @@ GRID = Grid(size=72, gap=4, jitter=2)  # 24-px cells, 16-px patches, 4..12 px be
 #: Touching 16-px patches (the cells of a 48-px upsampling): edges can be matched across the
 #: border. The same patch size as :data:`GRID`'s, so a shortcut run costs what a defended one does.
 SHORTCUT_GRID = Grid(size=48, gap=0, jitter=0)
+#: Pairs the recipe cuts from each image per step, at distinct positions. A pair costs half an
+#: image's pixels, so four cost about what rotation's four rotated copies do; in the book's
+#: development runs four pairs for one epoch probed as well as one pair for ten epochs.
+PAIRS = 4
 
 
 def make_pretext_batch(
@@ -62,8 +68,9 @@ def make_pretext_batch(
     colour: str = "gray",
     normalize: bool = True,
     pixelated: float = 0.0,
+    pairs: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One (centre, neighbour) patch pair per image and the neighbour's position.
+    """``pairs`` (centre, neighbour) patch pairs per image and the neighbours' positions.
 
     Args:
         images: ``(B, C, H, W)`` float images in [0, 1]; upsampled to ``grid.size`` first.
@@ -74,16 +81,23 @@ def make_pretext_batch(
         normalize: standardise each patch on its own.
         pixelated: share of patches shrunk to about 100 pixels and blown up again (the paper's
             defence; see :func:`sslbook.patches.pixelate`).
+        pairs: pairs cut from each image, 1 to 8, each with its own jitter, at distinct
+            positions drawn at random; 8 asks every image for all eight positions. The recipe
+            cuts :data:`PAIRS`; one pair per image suits pictures and test sets.
 
     Returns:
-        inputs ``(B, 2, C, t, t)``: the centre patch, then the neighbour; targets ``(B,)``:
-        the neighbour's position 0..7 (see ``OFFSETS`` and ``NAMES``).
+        inputs ``(B * pairs, 2, C, t, t)``: the centre patch, then the neighbour, the pairs of
+        one image next to each other; targets ``(B * pairs,)``: the neighbour's position 0..7
+        (see ``OFFSETS`` and ``NAMES``).
     """
     if images.dim() != 4:
         raise ValueError(f"expected (B, C, H, W) images, got shape {tuple(images.shape)}")
-    b = images.shape[0]
+    if not 1 <= pairs <= len(OFFSETS):
+        raise ValueError(f"pairs must be 1 to {len(OFFSETS)} per image, got {pairs}")
     images = upsample(images, grid.size)  # (B, C, S, S)
-    targets = torch.randint(len(OFFSETS), (b,), generator=generator)  # (B,)
+    targets = neighbour_positions(images.shape[0], pairs, generator)  # (B * pairs,)
+    images = images.repeat_interleave(pairs, dim=0)  # (B * pairs, C, S, S)
+    b = images.shape[0]
     corners = grid.tile_corners(b, generator)  # (B, 9, 2), one jittered tile per cell
     cells = torch.stack([torch.full_like(targets, CENTRE_CELL), neighbour_cell(targets)], 1)
     pair = corners.gather(1, cells[..., None].expand(b, 2, 2))  # (B, 2, 2)
@@ -92,6 +106,14 @@ def make_pretext_batch(
         patches = normalize_per_tile(patches)
     patches = pixelate(defend_colour(patches, generator, colour), generator, pixelated)
     return patches, targets.to(images.device)
+
+
+def neighbour_positions(n: int, pairs: int, generator: torch.Generator | None) -> torch.Tensor:
+    """``pairs`` distinct positions 0..7 for each of ``n`` images, flattened ``(n * pairs,)``."""
+    if pairs == 1:
+        return torch.randint(len(OFFSETS), (n,), generator=generator)
+    order = torch.rand(n, len(OFFSETS), generator=generator).argsort(dim=1)  # (n, 8)
+    return order[:, :pairs].reshape(-1)
 
 
 def neighbour_cell(labels: torch.Tensor) -> torch.Tensor:
@@ -121,12 +143,18 @@ class Settings:
         pixelated: share of patches shrunk to about 100 pixels and blown up again, the paper's
             defence against fine-detail cues; 0 by default: our 16-pixel patches, cut from
             upsampled 32-pixel images, already hold only about 100 pixels of real detail.
+        pairs: (centre, neighbour) pairs cut from each image per step (:data:`PAIRS`).
     """
 
     grid: Grid = GRID
     colour: str = "gray"
     normalize: bool = True
     pixelated: float = 0.0
+    pairs: int = PAIRS
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.pairs <= len(OFFSETS):
+            raise ValueError(f"pairs must be 1 to {len(OFFSETS)} per image, got {self.pairs}")
 
 
 def make_task(settings: Settings = Settings(), name: str = NAME) -> PretextTask:
@@ -134,14 +162,14 @@ def make_task(settings: Settings = Settings(), name: str = NAME) -> PretextTask:
     ``make_task(Settings(SHORTCUT_GRID, colour="keep"), name="context-shortcut")``)."""
     batch = functools.partial(
         make_pretext_batch, grid=settings.grid, colour=settings.colour,
-        normalize=settings.normalize, pixelated=settings.pixelated,
+        normalize=settings.normalize, pixelated=settings.pixelated, pairs=settings.pairs,
     )  # fmt: skip
     return PretextTask(name, batch, build_head, loss, metric_name="position accuracy")
 
 
 def recipe(profile: Profile, seed: int = 0, data: ImageSet | None = None, **overrides) -> Recipe:
     """The chapter's headline setting: a gap and jitter between the patches, each patch
-    normalised on its own, and a patch turned grey now and then.
+    normalised on its own, a patch turned grey now and then, and :data:`PAIRS` pairs per image.
 
     Args:
         profile: sizes the run.
