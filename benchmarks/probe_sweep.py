@@ -35,7 +35,11 @@ REFERENCES = ("random", "random-sobel", "supervised")
 
 
 def parse_value(text: str):
-    """``"0.2"`` -> 0.2, ``"true"`` -> True, ``"camera"`` -> "camera": a command-line override."""
+    """``"0.2"`` -> 0.2, ``"true"`` or ``"True"`` -> True, ``"camera"`` -> "camera": a
+    command-line override."""
+    python_spelling = {"True": True, "False": False, "None": None}
+    if text in python_spelling:
+        return python_spelling[text]
     try:
         return json.loads(text)
     except json.JSONDecodeError:

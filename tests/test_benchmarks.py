@@ -14,6 +14,7 @@ from .conftest import REPO
 sys.path.insert(0, str(REPO / "benchmarks"))  # the scripts import each other by file name
 
 import book_time
+import probe_sweep
 import techniques
 import throughput
 
@@ -56,3 +57,8 @@ def test_tf32_switch_is_restored():
     with throughput.tf32_matmuls(torch.device("cuda"), enabled=not before):
         assert torch.backends.cuda.matmul.allow_tf32 is (not before)
     assert torch.backends.cuda.matmul.allow_tf32 is before
+
+
+def test_probe_sweep_reads_overrides_in_json_or_python_spelling():
+    values = ["0.2", "3", "true", "False", "None", "camera"]
+    assert [probe_sweep.parse_value(v) for v in values] == [0.2, 3, True, False, None, "camera"]

@@ -140,3 +140,10 @@ def test_geometry_pictures_are_displayable():
     assert all(p.min() >= 0 and p.max() <= 1 for p in pictures)
     fig = synthetic.show_geometry(r.images, r.depth, r.normals, r.edges)
     assert len(fig.axes) == 12
+
+
+def test_recipe_reverses_the_gradient_at_its_documented_strength_and_refuses_a_string_flag():
+    plan = synthetic.recipe(sb.get_profile("smoke"), seed=0)
+    assert plan.settings.reversal == synthetic.REVERSAL == plan.model.head.reversal
+    with pytest.raises(ValueError, match="adapt must be True or False"):
+        synthetic.Settings(adapt="False")  # a truthy string would silently keep adaptation on
