@@ -1,9 +1,9 @@
 """Every pretext task of the book on the same backbone, data, budget and probes.
 
 A chapter tunes its own run to show its technique at its best (rotation trains three times the
-profile's epochs, colorization twice). That makes chapters good teachers and bad
-witnesses for a comparison. Here every technique gets the same *budget*: ``epochs`` passes over
-the same ``n_unlabelled`` images, so each has seen exactly as many images. Everything else is the
+profile's epochs, colorization twice). That makes chapters good teachers and bad witnesses for a
+comparison. Here every technique gets the same *budget*: ``epochs`` passes over the same
+``n_unlabelled`` images, so each has seen exactly as many images. Everything else is the
 chapter's headline setting: its task, head, optimiser and, for the two GAN chapters, its adversary.
 
 - :func:`recipe` is the technique's own ``recipe`` (from :mod:`sslbook.pretext`, the same one

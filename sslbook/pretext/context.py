@@ -9,18 +9,18 @@ which of the eight it is. Saying "this wheel is below-left of that door" require
 wheels and doors are.
 
 Both patches go through the same backbone (shared weights); a small head sees the two feature
-vectors side by side and picks one of the eight positions. Each image gives several pairs per
-step, at distinct positions (:data:`PAIRS`), as the rotation chapter feeds every image in all
-four rotations. The paper's main lesson is about
-*shortcuts*: with touching patches the network matches edges and textures across the border, and
-with colour kept it can read the position from chromatic aberration. So patches are cut with a
-gap and jitter, normalised one by one, and colour is taken away as a cue (see
-:mod:`sslbook.patches`). The paper drops two of the three channels of every patch (``"drop"``) or
-projects colours (``"project"``); on small, upsampled CIFAR-10 images our default is the jigsaw
-chapter's milder defence, a patch turned grey with probability 0.3 (``"gray"``): a network that
-only ever saw one colour channel per patch transfers worse to the colour images of the probe.
-The paper also shrinks some patches to about 100 pixels and blows them up again (pixelation);
-that defence is here as ``Settings(pixelated=...)``, off by default (see :class:`Settings`).
+vectors side by side and picks one of the eight positions. Each image gives several pairs per step,
+at distinct positions (:data:`PAIRS`), as the rotation chapter feeds every image in all four
+rotations. The paper's main lesson is about *shortcuts*: with touching patches the network matches
+edges and textures across the border, and with colour kept it can read the position from chromatic
+aberration. So patches are cut with a gap and jitter, normalised one by one, and colour is taken
+away as a cue (see :mod:`sslbook.patches`). The paper drops two of the three channels of every
+patch (``"drop"``) or projects colours (``"project"``); on small, upsampled CIFAR-10 images our
+default is the jigsaw chapter's milder defence, a patch turned grey with probability 0.3
+(``"gray"``): a network that only ever saw one colour channel per patch transfers worse to the
+colour images of the probe. The paper also shrinks some patches to about 100 pixels and blows them
+up again (pixelation); that defence is here as ``Settings(pixelated=...)``, off by default (see
+:class:`Settings`).
 """
 
 from __future__ import annotations
@@ -92,20 +92,25 @@ def make_pretext_batch(
     """
     if images.dim() != 4:
         raise ValueError(f"expected (B, C, H, W) images, got shape {tuple(images.shape)}")
-    if not 1 <= pairs <= len(OFFSETS):
-        raise ValueError(f"pairs must be 1 to {len(OFFSETS)} per image, got {pairs}")
+    check_pairs(pairs)
     images = upsample(images, grid.size)  # (B, C, S, S)
-    targets = neighbour_positions(images.shape[0], pairs, generator)  # (B * pairs,)
-    images = images.repeat_interleave(pairs, dim=0)  # (B * pairs, C, S, S)
-    b = images.shape[0]
-    corners = grid.tile_corners(b, generator)  # (B, 9, 2), one jittered tile per cell
+    targets = neighbour_positions(images.shape[0], pairs, generator)  # (N,), N = B * pairs
+    images = images.repeat_interleave(pairs, dim=0)  # (N, C, S, S)
+    n = images.shape[0]
+    corners = grid.tile_corners(n, generator)  # (N, 9, 2), one jittered tile per cell
     cells = torch.stack([torch.full_like(targets, CENTRE_CELL), neighbour_cell(targets)], 1)
-    pair = corners.gather(1, cells[..., None].expand(b, 2, 2))  # (B, 2, 2)
-    patches = crop(images, pair, grid.tile)  # (B, 2, C, t, t)
+    pair = corners.gather(1, cells[..., None].expand(n, 2, 2))  # (N, 2, 2)
+    patches = crop(images, pair, grid.tile)  # (N, 2, C, t, t)
     if normalize:
         patches = normalize_per_tile(patches)
     patches = pixelate(defend_colour(patches, generator, colour), generator, pixelated)
     return patches, targets.to(images.device)
+
+
+def check_pairs(pairs: int) -> None:
+    """Refuse a number of pairs per image that the eight positions cannot supply."""
+    if not 1 <= pairs <= len(OFFSETS):
+        raise ValueError(f"pairs must be 1 to {len(OFFSETS)} per image, got {pairs}")
 
 
 def neighbour_positions(n: int, pairs: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -153,8 +158,7 @@ class Settings:
     pairs: int = PAIRS
 
     def __post_init__(self) -> None:
-        if not 1 <= self.pairs <= len(OFFSETS):
-            raise ValueError(f"pairs must be 1 to {len(OFFSETS)} per image, got {self.pairs}")
+        check_pairs(self.pairs)  # at the recipe's construction, not at its first batch
 
 
 def make_task(settings: Settings = Settings(), name: str = NAME) -> PretextTask:

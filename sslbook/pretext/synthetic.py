@@ -55,7 +55,7 @@ PAPER = "Ren & Lee (2018), arXiv 1711.09082"
 LOSS_WEIGHTS = {"depth": 1.0, "normals": 1.0, "edges": 1.0, "domain": 1.0}
 #: The gradient reversal's ``lambda`` in the recipe. At full strength (1) the backbone's effort to
 #: hide the domain outweighs the geometry it learns within the profile's budget: in the book's
-#: development runs the probe stayed at random init's level, and a tenth of it kept more.
+#: development runs the probe stayed at random init's level, and a tenth of it probed higher.
 REVERSAL = 0.1
 
 
