@@ -47,19 +47,29 @@ def parse_value(text: str):
 
 
 def backbone_of(name, profile, seed: int, epochs: int, overrides: dict, labelled):
-    """The backbone to probe and its training seconds (0 for the untrained references); the
-    supervised reference trains on ``labelled``, the same split for every seed."""
+    """The backbone to probe, its training seconds and its task's metric at the last epoch (0
+    and ``None`` for the untrained references); the supervised reference trains on
+    ``labelled``, the same split for every seed."""
     if name == "random":
-        return sb.recipes.shared_backbone(profile, seed), 0.0
+        return sb.recipes.shared_backbone(profile, seed), 0.0, None
     if name == "random-sobel":
         module = sb.pretext.deepcluster
-        return module.build_sobel_backbone(**profile.backbone_settings(), seed=seed), 0.0
+        return module.build_sobel_backbone(**profile.backbone_settings(), seed=seed), 0.0, None
     if name == "supervised":
         plan = sb.recipes.supervised(profile, seed, data=labelled, **overrides)
     else:
         plan = sb.pretext.technique(name).recipe(profile, seed, epochs=epochs, **overrides)
     history = plan.train(progress=False)
-    return plan.backbone, history.seconds
+    metric = history.epoch_metric[-1] if history.epoch_metric else None
+    return plan.backbone, history.seconds, (plan.task.metric_name, metric)
+
+
+def task_summary(metric: tuple[str, float | None] | None) -> str:
+    """``", accuracy 0.913"``: how well the pretext task itself was learned (a probe near
+    random init's is read differently when the task stayed at chance)."""
+    if metric is None or metric[1] is None:
+        return ""
+    return f", {metric[0]} {metric[1]:.3f}"
 
 
 def main() -> None:
@@ -88,17 +98,18 @@ def main() -> None:
     for name in args.techniques:
         for seed in args.seeds:
             started = time.perf_counter()
-            backbone, seconds = backbone_of(name, profile, seed, epochs, overrides, labelled)
+            backbone, seconds, metric = backbone_of(name, profile, seed, epochs, overrides,
+                                                    labelled)  # fmt: skip
             evaluation = sb.evaluate.evaluate_backbone(backbone.eval(), labelled, test, seed)
             row = {"technique": name, "seed": seed, "profile": profile.name, "epochs": epochs,
                    "overrides": overrides, "linear_probe": evaluation.linear_probe,
                    "knn": evaluation.knn_accuracy, "block": evaluation.best_block,
-                   "train_seconds": seconds,
+                   "train_seconds": seconds, "task_metric": metric,
                    "wall_seconds": time.perf_counter() - started}  # fmt: skip
             rows.append(row)
             print(f"{name:13s} seed {seed}  linear probe {row['linear_probe']:.1%} "
                   f"({row['block']})  k-NN {row['knn']:.1%}  "
-                  f"train {seconds:5.0f} s", flush=True)  # fmt: skip
+                  f"train {seconds:5.0f} s{task_summary(metric)}", flush=True)  # fmt: skip
             if args.json:
                 with open(args.json, "a") as out:
                     out.write(json.dumps(row) + "\n")

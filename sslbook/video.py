@@ -269,6 +269,52 @@ def camera_clips(
     return sampled.view(b, n_frames, c, h, w)
 
 
+# --------------------------------------------------------------------------- moving patches
+
+PATCH_SIZE = 14  # the side of a moving patch: Moving MNIST's digit size
+
+
+def moving_patches(
+    images: torch.Tensor,
+    generator: torch.Generator | None = None,
+    n_frames: int = 16,
+    num_patches: int = 2,
+    patch_size: int = PATCH_SIZE,
+    speed: tuple[float, float] = SPEED,
+) -> torch.Tensor:
+    """Moving MNIST with photos: square patches cut from other photos glide over a still photo.
+
+    ``(B, C, H, W)`` → ``(B, T, C, H, W)``. Patch ``d`` of clip ``i`` is cut, at a random place,
+    from photo ``i + 1 + d`` of the batch (cyclically) and moves like a Moving-MNIST digit
+    (:func:`trajectories`: straight lines at ``speed`` pixels per frame, bouncing off the
+    edges); later patches cover earlier ones. What moves is a piece of a photograph on a
+    photograph, so finding it takes the textures and edges the CIFAR-10 probe needs, where
+    a white digit on black is found by its brightness alone.
+    """
+    b, c, h, w = images.shape
+    if not 0 < patch_size <= min(h, w):
+        raise ValueError(f"{patch_size}-pixel patches do not fit {h}x{w} photos")
+    span = min(h, w) - patch_size
+    corners = trajectories(b, n_frames, num_patches, span, speed, generator)  # (B, T, D, 2)
+    cut = torch.randint(span + 1, (b, num_patches, 2), generator=generator)  # (B, D, 2)
+    corners, cut = corners.to(images.device), cut.to(images.device)
+    donors = (torch.arange(b, device=images.device)[:, None] + 1 + torch.arange(num_patches,
+              device=images.device)) % b  # (B, D)  # fmt: skip
+    offsets = torch.arange(patch_size, device=images.device)
+    channel = torch.arange(c, device=images.device)[:, None, None]  # (C, 1, 1)
+    clips = images[:, None].expand(b, n_frames, c, h, w).clone()  # (B, T, C, H, W)
+    clip = torch.arange(b, device=images.device)[:, None, None, None, None]
+    frame = torch.arange(n_frames, device=images.device)[:, None, None, None]
+    for d in range(num_patches):  # a handful of patches: each one drawn in all frames at once
+        rows = (cut[:, d, 0, None] + offsets)[:, None, :, None]  # (B, 1, s, 1)
+        cols = (cut[:, d, 1, None] + offsets)[:, None, None, :]  # (B, 1, 1, s)
+        patch = images[donors[:, d, None, None, None], channel, rows, cols]  # (B, C, s, s)
+        rows = (corners[:, :, d, 0, None] + offsets)[:, :, None, :, None]  # (B, T, 1, s, 1)
+        cols = (corners[:, :, d, 1, None] + offsets)[:, :, None, None, :]  # (B, T, 1, 1, s)
+        clips[clip, frame, channel, rows, cols] = patch[:, None]
+    return clips
+
+
 # --------------------------------------------------------------------------- your own clips
 
 

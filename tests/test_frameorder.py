@@ -100,3 +100,35 @@ def test_training_runs_on_a_video_set():
     history = sb.train(model, videos, frameorder.make_task(), config, progress=False)
     assert len(history.step_loss) == 2 and history.images_seen == 32
     assert history.inputs_seen == 32  # one tuple per video
+
+
+@pytest.mark.parametrize(
+    "make_batch", [frameorder.make_camera_batch, frameorder.make_patches_batch]
+)
+def test_clips_made_from_photos_give_colour_triplets(make_batch):
+    photos = torch.rand(8, 3, 32, 32)
+    inputs, targets = make_batch(photos, torch.Generator().manual_seed(0))
+    assert inputs.shape == (8, 3, 3, 32, 32) and targets.shape == (8,)
+    assert targets.sum() == 2  # one in four in order
+    assert_seeded(make_batch, photos)
+    with pytest.raises(ValueError, match="photos"):
+        make_batch(torch.rand(8, 16, 32, 32))
+
+
+def test_each_source_makes_its_own_clips():
+    photos = torch.rand(8, 3, 32, 32)
+    for source, maker in (("camera", frameorder.make_camera_batch),
+                          ("patches", frameorder.make_patches_batch)):  # fmt: skip
+        task = frameorder.make_task(frameorder.Settings(source=source), stills=True)
+        batch = sb.pretext.base.Batch(photos, torch.full((8,), -1), torch.arange(8))
+        made = task.make_batch(batch, torch.Generator().manual_seed(4))
+        expected = maker(photos, torch.Generator().manual_seed(4))
+        assert torch.equal(made[0], expected[0]) and torch.equal(made[1], expected[1])
+
+
+def test_settings_check_source_and_zoom():
+    assert frameorder.Settings(zoom=[1.5, 1.5]).zoom == (1.5, 1.5)  # a JSON list is accepted
+    with pytest.raises(ValueError, match="source"):
+        frameorder.Settings(source="youtube")
+    with pytest.raises(ValueError, match="zoom"):
+        frameorder.Settings(zoom=(0.5, 2.0))

@@ -9,9 +9,11 @@ from sslbook.data import DataNotFoundError
 from sslbook.video import (
     VideoBackendError,
     bounce,
+    camera_clips,
     digit_frames,
     load_video_folder,
     moving_mnist,
+    moving_patches,
     render,
     trajectories,
 )
@@ -102,3 +104,42 @@ def test_video_file_without_pyav_is_a_clear_error(tmp_path, monkeypatch):
 def test_empty_folder_says_what_it_expects(tmp_path):
     with pytest.raises(DataNotFoundError, match="sub-folder of frame images"):
         load_video_folder(tmp_path)
+
+
+def photos(b: int = 6, size: int = 32) -> torch.Tensor:
+    """Random photos ``(b, 3, size, size)``: no two pixels are equal, so a moved pixel shows."""
+    return torch.rand(b, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+
+def test_camera_clips_are_seeded_views_that_move_and_stay_inside_the_photo():
+    still = photos()
+    a = camera_clips(still, torch.Generator().manual_seed(1), n_frames=8)
+    b = camera_clips(still, torch.Generator().manual_seed(1), n_frames=8)
+    assert a.shape == (6, 8, 3, 32, 32) and torch.equal(a, b)
+    assert (a[:, -1] != a[:, 0]).any(1).any(1).any(1).all()  # every view moves
+    assert a.min() >= still.min() and a.max() <= still.max()  # interpolated, no padding
+    fixed = camera_clips(still, torch.Generator(), n_frames=4, pan=0.0, zoom=(1.0, 1.0))
+    assert torch.allclose(fixed, still[:, None].expand_as(fixed), atol=1e-5)  # no move, no zoom
+
+
+def test_moving_patches_glide_over_a_still_photo():
+    still = photos()
+    clips = moving_patches(still, torch.Generator().manual_seed(0), n_frames=10, num_patches=1)
+    assert clips.shape == (6, 10, 3, 32, 32)
+    changed = (clips != still[:, None]).any(2)  # (B, T, H, W): where the patch covers the photo
+    assert changed.any((2, 3)).all()  # a patch is in every frame
+    assert changed.sum((2, 3)).le(14 * 14).all()  # and no more than one 14x14 patch
+    first = clips[:, 0][:, None]
+    assert (clips != first).any((2, 3, 4))[:, 1:].any(1).all()  # it moves in every clip
+    for i in range(6):  # what a patch shows is cut from the next photo of the batch
+        covered = clips[i, :, 0][changed[i]]  # red values under the patch, every frame
+        assert torch.isin(covered, still[(i + 1) % 6, 0]).all()
+
+
+def test_moving_patches_are_seeded_and_checked():
+    still = photos()
+    a = moving_patches(still, torch.Generator().manual_seed(2))
+    assert torch.equal(a, moving_patches(still, torch.Generator().manual_seed(2)))
+    assert not torch.equal(a, moving_patches(still, torch.Generator().manual_seed(3)))
+    with pytest.raises(ValueError, match="do not fit"):
+        moving_patches(still, patch_size=40)

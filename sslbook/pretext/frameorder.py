@@ -34,7 +34,7 @@ from sslbook.data import ImageSet, load_mnist
 from sslbook.models import mlp_head
 from sslbook.pretext.base import PretextTask
 from sslbook.recipes import Recipe, backbone_with_head, resolve, unlabelled
-from sslbook.video import camera_clips, moving_mnist
+from sslbook.video import PAN, ZOOM, camera_clips, moving_mnist, moving_patches
 
 NAME = "frameorder"
 TITLE = "Frame-order verification"
@@ -159,6 +159,8 @@ def make_camera_batch(
     n_frames: int = 16,
     window: int = WINDOW,
     high_motion: float = HIGH_MOTION,
+    pan: float = PAN,
+    zoom: tuple[float, float] = ZOOM,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One triplet of frames per photo, from a clip of a virtual camera moving over it.
 
@@ -170,17 +172,53 @@ def make_camera_batch(
         generator: source of all randomness (the camera's path, the window, frames and kind).
         n_frames: frames per clip.
         window, high_motion: as in :func:`make_pretext_batch`.
+        pan, zoom: how far the camera travels and the range of its zoom
+            (:func:`sslbook.video.camera_paths`).
 
     Returns:
         inputs ``(B, 3, C, H, W)``: frames ``(b, c, d)``, ``(b, a, d)`` or ``(b, e, d)`` in
         colour; targets ``(B,)``: 1 if in order, 0 if shuffled (~75 %).
     """
-    if images.dim() != 4:
-        raise ValueError(f"expected (B, C, H, W) photos, got shape {tuple(images.shape)}")
-    clips = camera_clips(images, generator, n_frames)  # (B, T, C, H, W)
-    tuples = sample_tuples(clips.mean(2), generator, window, high_motion)  # motion from grey
-    rows = torch.arange(len(images), device=images.device)[:, None]  # (B, 1)
-    return clips[rows, tuples.frames], tuples.targets.to(images.device)  # (B, 3, C, H, W)
+    _check_photos(images)
+    clips = camera_clips(images, generator, n_frames, pan, zoom)  # (B, T, C, H, W)
+    return tuples_of_clips(clips, generator, window, high_motion)
+
+
+def make_patches_batch(
+    images: torch.Tensor,
+    generator: torch.Generator | None = None,
+    n_frames: int = 16,
+    window: int = WINDOW,
+    high_motion: float = HIGH_MOTION,
+    num_patches: int = 2,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One triplet of frames per photo, from a clip of patches of other photos moving over it
+    (:func:`sslbook.video.moving_patches`). Arguments and returns as in
+    :func:`make_camera_batch`; ``num_patches`` is the number of moving patches per clip."""
+    _check_photos(images)
+    clips = moving_patches(images, generator, n_frames, num_patches)  # (B, T, C, H, W)
+    return tuples_of_clips(clips, generator, window, high_motion)
+
+
+def tuples_of_clips(
+    clips: torch.Tensor,
+    generator: torch.Generator | None = None,
+    window: int = WINDOW,
+    high_motion: float = HIGH_MOTION,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Colour clips ``(B, T, C, H, W)`` → a triplet of frames each ``(B, 3, C, H, W)`` and its
+    target ``(B,)``, drawn as from any video (:func:`sample_tuples`, motion measured in grey)."""
+    tuples = sample_tuples(clips.mean(2), generator, window, high_motion)
+    rows = torch.arange(len(clips), device=clips.device)[:, None]  # (B, 1)
+    return clips[rows, tuples.frames], tuples.targets.to(clips.device)  # (B, 3, C, H, W)
+
+
+def _check_photos(images: torch.Tensor) -> None:
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(
+            f"expected (B, C, H, W) photos with 1 or 3 channels, got shape {tuple(images.shape)}"
+            "; videos (frames on the channel axis) go to make_pretext_batch"
+        )
 
 
 def build_head(feature_dim: int) -> nn.Module:
@@ -206,7 +244,7 @@ def balanced_accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
 METRIC_NAME = "order accuracy (balanced)"
 
 
-SOURCES = ("camera", "moving-mnist")
+SOURCES = ("camera", "moving-mnist", "patches")
 
 
 @dataclass(frozen=True)
@@ -216,39 +254,51 @@ class Settings:
     Attributes:
         source: where the videos come from when the recipe is given still images (or none):
             ``"moving-mnist"`` (the chapter's), as many Moving-MNIST videos (digits on black: a
-            domain far from the photos the CIFAR-10 probe is measured on); or ``"camera"``,
-            clips of a virtual camera panning and zooming over the photos themselves, made
-            batch by batch.
+            domain far from the photos the CIFAR-10 probe is measured on); ``"camera"``,
+            clips of a virtual camera panning and zooming over the photos themselves; or
+            ``"patches"``, patches of photos gliding over a still photo as the digits of
+            Moving MNIST do. Both of the latter are made batch by batch.
         window: frames of a window the five frames ``a < b < c < d < e`` are drawn from.
         high_motion: fraction of each video's windows (those with the most motion) to draw from.
         num_digits: digits per Moving-MNIST video.
+        num_patches: moving patches per clip (``"patches"`` only).
         n_frames: frames per video.
+        pan: how far the virtual camera travels (``"camera"`` only; see
+            :func:`sslbook.video.camera_paths`).
+        zoom: the range its zoom is drawn from, at the clip's start and end: ``(z, z)`` keeps
+            the zoom, and so the sharpness of the frames, constant (``"camera"`` only).
     """
 
     source: str = "moving-mnist"
     window: int = WINDOW
     high_motion: float = HIGH_MOTION
     num_digits: int = 2
+    num_patches: int = 2
     n_frames: int = 16
+    pan: float = PAN
+    zoom: tuple[float, float] = ZOOM
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
+        object.__setattr__(self, "zoom", tuple(float(z) for z in self.zoom))  # JSON gives lists
+        if len(self.zoom) != 2 or not 1 <= self.zoom[0] <= self.zoom[1]:
+            raise ValueError(f"zoom must be (low, high) with 1 <= low <= high, got {self.zoom}")
 
 
 def make_task(settings: Settings = Settings(), stills: bool = False) -> PretextTask:
     """The task with the settings' window length and share of high-motion windows; with
-    ``stills``, the batches are still photos and the clips are made from them
-    (:func:`make_camera_batch`)."""
-    if stills:
-        batch = functools.partial(
-            make_camera_batch, n_frames=settings.n_frames, window=settings.window,
-            high_motion=settings.high_motion,
-        )  # fmt: skip
+    ``stills``, the batches are still photos and the clips are made from them as
+    ``settings.source`` says (:func:`make_camera_batch`, :func:`make_patches_batch`)."""
+    common = {"window": settings.window, "high_motion": settings.high_motion}
+    if not stills:
+        batch = functools.partial(make_pretext_batch, **common)
+    elif settings.source == "patches":
+        batch = functools.partial(make_patches_batch, n_frames=settings.n_frames,
+                                  num_patches=settings.num_patches, **common)  # fmt: skip
     else:
-        batch = functools.partial(
-            make_pretext_batch, window=settings.window, high_motion=settings.high_motion
-        )
+        batch = functools.partial(make_camera_batch, n_frames=settings.n_frames,
+                                  pan=settings.pan, zoom=settings.zoom, **common)  # fmt: skip
     return PretextTask(NAME, batch, build_head, loss, balanced_accuracy, metric_name=METRIC_NAME)
 
 
@@ -263,7 +313,7 @@ def videos_for(settings: Settings, n_videos: int, seed: int = 0) -> ImageSet:
 def recipe(profile: Profile, seed: int = 0, data: ImageSet | None = None, **overrides) -> Recipe:
     """The chapter's headline setting: triplets from high-motion windows of clips, one in four
     in order, from as many Moving-MNIST videos as the profile has unlabelled images
-    (``source="camera"``: clips of a virtual camera moving over those photos instead).
+    (``source="camera"`` or ``"patches"``: clips made from those photos instead).
 
     Args:
         profile: sizes the run.
@@ -279,6 +329,6 @@ def recipe(profile: Profile, seed: int = 0, data: ImageSet | None = None, **over
         data = unlabelled(data, profile, seed)
         if settings.source == "moving-mnist":
             data = videos_for(settings, len(data), seed)
-    task = make_task(settings, stills=not given_videos and settings.source == "camera")
+    task = make_task(settings, stills=not given_videos and settings.source != "moving-mnist")
     model = backbone_with_head(profile, seed, task)
     return Recipe(NAME, model, task, config, data, settings=settings)
