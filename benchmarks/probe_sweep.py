@@ -13,8 +13,11 @@ supervised recipe).
     python benchmarks/probe_sweep.py --techniques simclr --epochs 4 --override temperature=0.2
 
 Prints one line per (technique, seed) and, at the end, the mean and sample standard deviation
-over seeds; ``--json PATH`` appends the rows as JSON lines. Accuracies do not depend on what else
-runs on the machine; the seconds do: run it on an otherwise idle machine to quote them.
+over seeds; ``--json PATH`` appends the rows as JSON lines. Each line also gives the probe's
+accuracy on the validation split at the chosen block: choose between recipes by that number,
+which no test image shaped, and report the test accuracy of the choice. Accuracies do not depend
+on what else runs on the machine; the seconds do: run it on an otherwise idle machine to quote
+them.
 """
 
 from __future__ import annotations
@@ -104,11 +107,12 @@ def main() -> None:
             row = {"technique": name, "seed": seed, "profile": profile.name, "epochs": epochs,
                    "overrides": overrides, "linear_probe": evaluation.linear_probe,
                    "knn": evaluation.knn_accuracy, "block": evaluation.best_block,
+                   "validation": evaluation.validation[evaluation.best_block],
                    "train_seconds": seconds, "task_metric": metric,
                    "wall_seconds": time.perf_counter() - started}  # fmt: skip
             rows.append(row)
             print(f"{name:13s} seed {seed}  linear probe {row['linear_probe']:.1%} "
-                  f"({row['block']})  k-NN {row['knn']:.1%}  "
+                  f"({row['block']}, validation {row['validation']:.1%})  k-NN {row['knn']:.1%}  "
                   f"train {seconds:5.0f} s{task_summary(metric)}", flush=True)  # fmt: skip
             if args.json:
                 with open(args.json, "a") as out:
@@ -118,7 +122,9 @@ def main() -> None:
     for name in args.techniques:
         probes = [100 * r["linear_probe"] for r in rows if r["technique"] == name]
         spread = statistics.stdev(probes) if len(probes) > 1 else 0.0
-        print(f"{name:13s} linear probe {statistics.mean(probes):5.1f} ± {spread:.1f}")
+        checks = [100 * r["validation"] for r in rows if r["technique"] == name]
+        print(f"{name:13s} linear probe {statistics.mean(probes):5.1f} ± {spread:.1f}  "
+              f"(validation {statistics.mean(checks):5.1f})")  # fmt: skip
 
 
 if __name__ == "__main__":
